@@ -1,0 +1,154 @@
+"""The decision core: request attributes and policy in, `Decision` out.
+
+Nothing here does I/O or knows about gRPC; keys come in through
+`KeyLookup`, the time as a number, so every path can be tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from authz.credentials import bearer_token
+from authz.keys import KeySet
+from authz.policy import Policy, Route
+from authz.reasons import OUTCOMES, DenyError, Outcome, Reason
+from authz.request import HttpRequest, normalize_host, normalize_path
+from authz.tokens import Identity, UnverifiedToken, parse, verify
+
+__all__ = ["Decision", "KeyLookup", "decide"]
+
+KeyLookup = Callable[[str], KeySet | None]
+"""Return the current key set of an issuer, or None if none was loaded."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one request, with everything Envoy must be told."""
+
+    reason: Reason
+    route: str | None = None
+    identity: Identity | None = None
+    detail: str = ""
+    token_presented: bool = False
+    upstream_headers: tuple[tuple[str, str], ...] = ()
+    downstream_headers: tuple[tuple[str, str], ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    issuer: str | None = field(default=None, compare=False)
+    kid: str | None = field(default=None, compare=False)
+
+    @property
+    def outcome(self) -> Outcome:
+        """Return the gRPC and HTTP status for this decision's reason."""
+        return OUTCOMES[self.reason]
+
+    @property
+    def allowed(self) -> bool:
+        """Tell whether the request may pass."""
+        return self.outcome.allowed
+
+    def deny_headers(self) -> tuple[tuple[str, str], ...]:
+        """Return the headers of the HTTP response a denied caller receives."""
+        headers = [("content-type", "application/json")]
+        if self.outcome.http_status == 401:
+            challenge = "Bearer"
+            if self.reason is Reason.AUTHORIZATION_MALFORMED:
+                challenge = 'Bearer error="invalid_request"'
+            elif self.token_presented:
+                challenge = 'Bearer error="invalid_token"'
+            headers.append(("www-authenticate", challenge))
+        return tuple(headers)
+
+    def deny_body(self) -> str:
+        """Return the short JSON body of a denied response."""
+        return json.dumps({"status": self.outcome.http_status, "reason": self.reason})
+
+
+def decide(
+    request: HttpRequest, policy: Policy, keys: KeyLookup, now: float
+) -> Decision:
+    """Decide whether `request` may pass under `policy` at time `now`."""
+    try:
+        route = _route(request, policy)
+    except DenyError as error:
+        return Decision(error.reason, detail=error.detail)
+
+    if route.public:
+        return _allow_public(route, policy)
+    return _check_token(request, route, policy, keys, now)
+
+
+def _route(request: HttpRequest, policy: Policy) -> Route:
+    if not request.method:
+        raise DenyError(Reason.REQUEST_INVALID, "request has no method")
+    host = normalize_host(request.host)
+    path = normalize_path(request.path)
+    route = policy.route(host, path, request.method.upper())
+    if route is None:
+        raise DenyError(Reason.NO_ROUTE, "no route covers the request")
+    return route
+
+
+def _allow_public(route: Route, policy: Policy) -> Decision:
+    upstream = policy.headers.upstream
+    removed = (upstream.user, upstream.namespace, upstream.service_account)
+    return Decision(Reason.PUBLIC_ROUTE, route=route.name, headers_to_remove=removed)
+
+
+def _check_token(
+    request: HttpRequest, route: Route, policy: Policy, keys: KeyLookup, now: float
+) -> Decision:
+    presented = False
+    token: UnverifiedToken | None = None
+    try:
+        compact = bearer_token(request, policy.max_token_bytes)
+        presented = True
+        token = parse(compact)
+        identity = _verify(token, route, policy, keys, now)
+    except DenyError as error:
+        return Decision(
+            error.reason,
+            route=route.name,
+            detail=error.detail,
+            token_presented=presented or error.reason is Reason.TOKEN_TOO_LARGE,
+            issuer=token.issuer if token else None,
+            kid=token.kid if token else None,
+        )
+
+    if not route.permits(identity):
+        return Decision(
+            Reason.SERVICE_ACCOUNT_NOT_ALLOWED, route=route.name, identity=identity
+        )
+    return _allow(route, identity, policy)
+
+
+def _verify(
+    token: UnverifiedToken, route: Route, policy: Policy, keys: KeyLookup, now: float
+) -> Identity:
+    issuer = policy.issuer(token.issuer)
+    if issuer is None:
+        raise DenyError(Reason.ISSUER_UNKNOWN, "iss names no trusted issuer")
+    keyset = keys(issuer.issuer)
+    if keyset is None:
+        raise DenyError(Reason.KEYS_UNAVAILABLE, "the issuer's keys are not loaded")
+    audiences = route.audiences or ()
+    return verify(token, issuer.for_verification(), keyset, audiences, now)
+
+
+def _allow(route: Route, identity: Identity, policy: Policy) -> Decision:
+    values = {
+        "user": identity.subject,
+        "namespace": identity.namespace,
+        "service_account": identity.service_account,
+    }
+    upstream = policy.headers.upstream.model_dump()
+    downstream = policy.headers.downstream.model_dump(exclude_none=True)
+    return Decision(
+        Reason.ALLOWED,
+        route=route.name,
+        identity=identity,
+        upstream_headers=tuple((upstream[k], values[k]) for k in values),
+        downstream_headers=tuple((name, values[k]) for k, name in downstream.items()),
+        issuer=identity.issuer,
+    )

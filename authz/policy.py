@@ -1,0 +1,305 @@
+"""The YAML policy: trusted issuers, identity header names and routes.
+
+`load` reads a file with a YAML parser that refuses duplicate keys, checks
+its shape with pydantic, and reports any problem as one `PolicyError` line
+naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from authz.tokens import Identity, Issuer
+
+__all__ = [
+    "DownstreamHeaders",
+    "Headers",
+    "IssuerConfig",
+    "Policy",
+    "PolicyError",
+    "Route",
+    "UpstreamHeaders",
+    "load",
+]
+
+Algorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+HeaderName = Annotated[
+    StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-_]*$", max_length=128)
+]
+NonEmpty = Annotated[StrictStr, StringConstraints(min_length=1)]
+FilePath = Annotated[Path, Field(strict=False)]
+_SERVICE_ACCOUNT = re.compile(
+    r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?/"
+    r"(?:\*|[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*)"
+)
+_METHOD = re.compile(r"[A-Z]+")
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message is one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IssuerConfig(_Strict):
+    """One trusted token issuer and where its signing keys come from."""
+
+    issuer: NonEmpty
+    jwks_file: FilePath | None = None
+    jwks_uri: Annotated[StrictStr, StringConstraints(pattern=r"^https://")] | None = (
+        None
+    )
+    ca_file: FilePath | None = None
+    bearer_token_file: FilePath | None = None
+    algorithms: tuple[Algorithm, ...] = Field(default=("RS256",), min_length=1)
+    leeway_seconds: StrictInt = Field(default=30, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if (self.jwks_file is None) == (self.jwks_uri is None):
+            raise ValueError("give exactly one of jwks_file and jwks_uri")
+        if self.jwks_file is not None and (self.ca_file or self.bearer_token_file):
+            raise ValueError("ca_file and bearer_token_file go with jwks_uri")
+        return self
+
+    def for_verification(self) -> Issuer:
+        """Return what token verification needs from this issuer."""
+        return Issuer(self.issuer, self.algorithms, self.leeway_seconds)
+
+
+class UpstreamHeaders(_Strict):
+    """Headers set on the request the service receives, on allow."""
+
+    user: HeaderName = "x-auth-request-user"
+    namespace: HeaderName = "x-auth-request-namespace"
+    service_account: HeaderName = "x-auth-request-serviceaccount"
+
+
+class DownstreamHeaders(_Strict):
+    """Headers set on the response the caller receives, on allow."""
+
+    user: HeaderName | None = None
+    namespace: HeaderName | None = None
+    service_account: HeaderName | None = None
+
+
+class Headers(_Strict):
+    """Names of the identity headers."""
+
+    upstream: UpstreamHeaders = UpstreamHeaders()
+    downstream: DownstreamHeaders = DownstreamHeaders()
+
+
+class Route(_Strict):
+    """Which requests a rule covers and who may make them."""
+
+    name: NonEmpty
+    hosts: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    paths: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    methods: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    audiences: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    service_accounts: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    public: StrictBool = False
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_lowercase(cls, hosts: tuple[str, ...] | None) -> Any:
+        if hosts and any(":" in h or h != h.lower() for h in hosts):
+            raise ValueError("hosts are lowercase names without a port")
+        return hosts
+
+    @field_validator("paths")
+    @classmethod
+    def _paths_absolute(cls, paths: tuple[str, ...] | None) -> Any:
+        if paths and any(not p.startswith("/") or "?" in p for p in paths):
+            raise ValueError("paths start with / and have no query")
+        return paths
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_upper(cls, methods: tuple[str, ...] | None) -> Any:
+        if methods and not all(_METHOD.fullmatch(m) for m in methods):
+            raise ValueError("methods are uppercase, like GET")
+        return methods
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _accounts_shape(cls, accounts: tuple[str, ...] | None) -> Any:
+        bad = [a for a in accounts or () if not _SERVICE_ACCOUNT.fullmatch(a)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not NAMESPACE/NAME or NAMESPACE/*")
+        return accounts
+
+    @model_validator(mode="after")
+    def _protected_or_public(self) -> Self:
+        if self.public and (self.audiences or self.service_accounts):
+            raise ValueError("a public route takes no audiences or service_accounts")
+        if not self.public and not self.audiences:
+            raise ValueError("a protected route needs audiences")
+        if not self.public and not self.service_accounts:
+            raise ValueError("a protected route needs service_accounts")
+        return self
+
+    def matches(self, host: str, path: str, method: str) -> bool:
+        """Tell whether this route covers a normalised request."""
+        if self.hosts is not None and host not in self.hosts:
+            return False
+        if self.methods is not None and method not in self.methods:
+            return False
+        return self.paths is None or any(_under(path, p) for p in self.paths)
+
+    def permits(self, identity: Identity) -> bool:
+        """Tell whether the service account may call this route."""
+        for allowed in self.service_accounts or ():
+            namespace, _, name = allowed.partition("/")
+            if namespace == identity.namespace and name in (
+                "*",
+                identity.service_account,
+            ):
+                return True
+        return False
+
+
+def _under(path: str, prefix: str) -> bool:
+    if prefix == "/" or path == prefix:
+        return True
+    return path.startswith(prefix.rstrip("/") + "/")
+
+
+class Policy(_Strict):
+    """The whole policy file."""
+
+    issuers: tuple[IssuerConfig, ...] = Field(min_length=1)
+    headers: Headers = Headers()
+    routes: tuple[Route, ...] = Field(min_length=1)
+    max_token_bytes: StrictInt = Field(default=8192, ge=1024, le=65536)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        issuers = [i.issuer for i in self.issuers]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("each issuer may appear only once")
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError("route names must be unique")
+        return self
+
+    def issuer(self, iss: str) -> IssuerConfig | None:
+        """Return the issuer whose name equals `iss` byte for byte."""
+        return next((i for i in self.issuers if i.issuer == iss), None)
+
+    def route(self, host: str, path: str, method: str) -> Route | None:
+        """Return the first route that covers the request, in file order."""
+        return next((r for r in self.routes if r.matches(host, path, method)), None)
+
+
+def load(path: Path) -> Policy:
+    """Read and validate a policy file, or raise `PolicyError`."""
+    tree = _read_yaml(path)
+    try:
+        policy = Policy.model_validate(_plain(tree))
+    except ValidationError as error:
+        raise PolicyError(_describe(path, tree, error)) from None
+    return _resolve_files(policy, path.parent)
+
+
+def _read_yaml(path: Path) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"{path}: cannot read: {_reason(error)}") from None
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as error:
+        line = error.problem_mark.line + 1 if error.problem_mark else "?"
+        problem = " ".join((error.problem or "invalid YAML").split())
+        raise PolicyError(f"{path}:{line}: {problem}") from None
+    except YAMLError as error:
+        raise PolicyError(f"{path}: invalid YAML: {error}") from None
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _plain(node: Any) -> Any:
+    """Turn ruamel's round-trip nodes into plain dicts, lists and scalars."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    for kind in (bool, int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
+def _describe(path: Path, tree: Any, error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = first["loc"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location)
+    message = first["msg"].removeprefix("Value error, ").replace("tuple", "list")
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+    return (
+        f"{path}:{_line(tree, location)}: {key[1:] or 'top level'}: {message}{suffix}"
+    )
+
+
+def _line(tree: Any, location: tuple[int | str, ...]) -> int:
+    """Return the 1-based line of the deepest node of `location` that exists."""
+    line = 0
+    node = tree
+    for part in location:
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        if isinstance(node, dict) and part in node:
+            line = lc.key(part)[0]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            line = lc.item(part)[0]
+        else:
+            line = lc.line
+            break
+        node = node[part]
+    return line + 1
+
+
+def _resolve_files(policy: Policy, base: Path) -> Policy:
+    """Make file paths in issuers relative to the policy file's folder."""
+
+    def absolute(value: Path | None) -> Path | None:
+        return None if value is None else base / value
+
+    issuers = tuple(
+        issuer.model_copy(
+            update={
+                "jwks_file": absolute(issuer.jwks_file),
+                "ca_file": absolute(issuer.ca_file),
+                "bearer_token_file": absolute(issuer.bearer_token_file),
+            }
+        )
+        for issuer in policy.issuers
+    )
+    return policy.model_copy(update={"issuers": issuers})
