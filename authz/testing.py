@@ -22,7 +22,11 @@ __all__ = ["CLUSTER_ISSUER", "LocalIssuer"]
 
 CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
 
 
 @dataclass
@@ -114,7 +118,7 @@ class LocalIssuer:
 def _new_private_key(algorithm: str) -> bytes:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if algorithm.startswith("ES"):
-        key = ec.generate_private_key(_CURVES[algorithm]())
+        key = ec.generate_private_key(_CURVES[algorithm])
     else:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return key.private_bytes(
