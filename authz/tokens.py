@@ -84,11 +84,13 @@ class UnverifiedToken:
 def parse(compact: str) -> UnverifiedToken:
     """Split and decode a JWS compact token, or raise `DenyError`."""
     parts = compact.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts[:2]):
         raise DenyError(Reason.TOKEN_MALFORMED, "not three base64url segments")
 
     header = _json_object(_b64decode(parts[0]), "header")
     claims = _json_object(_b64decode(parts[1]), "payload")
+    if parts[2] and not _SEGMENT.fullmatch(parts[2]):
+        raise DenyError(Reason.TOKEN_MALFORMED, "signature is not base64url")
     _b64decode(parts[2])
     _check_header(header)
     if not isinstance(claims.get("iss"), str):
@@ -106,6 +108,8 @@ def verify(
     """Check signature and claims of `token`; return whom it names."""
     if token.algorithm not in issuer.algorithms:
         raise DenyError(Reason.ALGORITHM_NOT_ALLOWED, "alg is not allowed")
+    if token.compact.endswith("."):
+        raise DenyError(Reason.SIGNATURE_INVALID, "the signature is empty")
     if not keys.has(token.kid):
         raise DenyError(Reason.KEY_UNKNOWN, "kid is not in the issuer's key set")
 

@@ -1,0 +1,67 @@
+"""Run the gRPC server: ext_authz Check, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz._proto.envoy.service.auth.v3 import (
+    external_auth_pb2,
+    external_auth_pb2_grpc,
+)
+from authz.keys.store import KeyStore
+from authz.policy import Policy
+from authz.transport import AuthorizationService
+
+__all__ = ["serve"]
+
+_LOG = structlog.get_logger(__name__)
+_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+_GRACE_SECONDS = 5.0
+
+
+async def serve(policy: Policy, listen: str) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and stop."""
+    keys = KeyStore(policy)
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(policy, keys), server
+    )
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    server.add_insecure_port(listen)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    _LOG.info("server_started", listen=listen)
+
+    await keys.load_all()
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+
+    await _wait_for_signal()
+    _LOG.info("server_stopping", grace_seconds=_GRACE_SECONDS)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(_GRACE_SECONDS)
+    _LOG.info("server_stopped")
+
+
+async def _set_health(servicer: Any, status: int) -> None:
+    for name in ("", _SERVICE):
+        await servicer.set(name, status)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real local issuer, its JWKS on disk, and a policy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from authz.decision import Decision, KeyLookup, decide
+from authz.keys import KeySet
+from authz.policy import Policy, load
+from authz.request import HttpRequest
+from authz.testing import LocalIssuer
+
+ECHO = "echo-server.echo-server.svc.cluster.local"
+API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+POLICY = """\
+issuers:
+  - issuer: https://kubernetes.default.svc.cluster.local
+    jwks_file: jwks.json
+    algorithms: [RS256, ES256]
+headers:
+  downstream:
+    user: gap-auth
+routes:
+  - name: health
+    paths: [/healthz]
+    public: true
+  - name: admin
+    hosts: [echo-server.echo-server.svc.cluster.local]
+    paths: [/admin]
+    audiences: [echo-server.echo-server.svc.cluster.local]
+    service_accounts: [ops/*]
+  - name: echo-server
+    hosts: [echo-server.echo-server.svc.cluster.local]
+    paths: [/]
+    methods: [GET, HEAD, POST]
+    audiences: [echo-server.echo-server.svc.cluster.local]
+    service_accounts: [default/oidc-test]
+"""
+
+
+@pytest.fixture(scope="session")
+def issuer() -> LocalIssuer:
+    """Return the trusted cluster issuer, with a fresh RSA key."""
+    return LocalIssuer()
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory, issuer: LocalIssuer) -> Path:
+    """Return a folder holding policy.yaml and the issuer's jwks.json."""
+    folder = tmp_path_factory.mktemp("policy")
+    issuer.write_jwks(folder / "jwks.json")
+    (folder / "policy.yaml").write_text(POLICY, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def policy(policy_dir: Path) -> Policy:
+    """Return the loaded test policy."""
+    return load(policy_dir / "policy.yaml")
+
+
+@pytest.fixture(scope="session")
+def keyset(issuer: LocalIssuer) -> KeySet:
+    """Return the trusted issuer's key set."""
+    return KeySet.from_jwks(issuer.jwks())
+
+
+Check = Callable[..., Decision]
+
+
+@pytest.fixture
+def check(policy: Policy, keyset: KeySet) -> Check:
+    """Return a function deciding a request built from short arguments."""
+
+    def run(
+        token: str | None = None,
+        *,
+        path: str = "/",
+        host: str = ECHO,
+        method: str = "GET",
+        headers: tuple[tuple[str, str], ...] = (),
+        authorization: str | None = None,
+        now: float | None = None,
+        keys: KeyLookup | None = None,
+    ) -> Decision:
+        sent = list(headers)
+        if authorization is None and token is not None:
+            authorization = f"Bearer {token}"
+        if authorization is not None:
+            sent.append(("authorization", authorization))
+        request = HttpRequest(method, host, path, tuple(sent), request_id="t")
+        lookup = keys or {i.issuer: keyset for i in policy.issuers}.get
+        return decide(request, policy, lookup, time.time() if now is None else now)
+
+    return run

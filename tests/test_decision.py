@@ -1,0 +1,180 @@
+"""The decision core with real keys and tokens: allows, denies, headers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from authz.reasons import Reason
+from authz.testing import LocalIssuer
+from conftest import API_SERVER_AUDIENCE, ECHO, Check
+
+IDENTITY = "system:serviceaccount:default:oidc-test"
+
+
+def _oidc_test(issuer: LocalIssuer, audience: str | list[str] = ECHO) -> str:
+    return issuer.mint(service_account="oidc-test", audience=audience)
+
+
+def test_allow_sets_identity_headers_upstream_and_downstream(
+    check: Check, issuer: LocalIssuer
+) -> None:
+    """An allowed request carries who called, to the service and the caller."""
+    decision = check(_oidc_test(issuer))
+
+    assert decision.reason is Reason.ALLOWED
+    assert decision.route == "echo-server"
+    assert dict(decision.upstream_headers) == {
+        "x-auth-request-user": IDENTITY,
+        "x-auth-request-namespace": "default",
+        "x-auth-request-serviceaccount": "oidc-test",
+    }
+    assert decision.downstream_headers == (("gap-auth", IDENTITY),)
+
+
+def test_audience_list_with_route_audience_second(
+    check: Check, issuer: LocalIssuer
+) -> None:
+    """A multi-valued aud is allowed when any entry is the route's audience."""
+    token = _oidc_test(issuer, audience=["https://other.example", ECHO])
+
+    assert check(token).reason is Reason.ALLOWED
+
+
+def test_audience_as_plain_string(check: Check, issuer: LocalIssuer) -> None:
+    """An aud given as a string, not a list, is read the same."""
+    token = issuer.sign({**issuer.claims(service_account="oidc-test"), "aud": ECHO})
+
+    assert check(token).reason is Reason.ALLOWED
+
+
+@pytest.mark.parametrize("audience", ["invalid", API_SERVER_AUDIENCE])
+def test_token_for_another_audience_is_401(
+    check: Check, issuer: LocalIssuer, audience: str
+) -> None:
+    """A token for another service, or the pod's API-server token, is refused."""
+    decision = check(_oidc_test(issuer, audience=audience))
+
+    assert decision.reason is Reason.AUDIENCE_MISMATCH
+    assert decision.outcome.http_status == 401
+    assert ("www-authenticate", 'Bearer error="invalid_token"') in (
+        decision.deny_headers()
+    )
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(
+    check: Check, issuer: LocalIssuer, scheme: str
+) -> None:
+    """The auth scheme is matched without regard to case."""
+    decision = check(authorization=f"{scheme} {_oidc_test(issuer)}")
+
+    assert decision.reason is Reason.ALLOWED
+
+
+def test_missing_token_challenge_has_no_error(check: Check) -> None:
+    """With no token presented, the challenge is a plain Bearer."""
+    decision = check()
+
+    assert ("www-authenticate", "Bearer") in decision.deny_headers()
+    assert json.loads(decision.deny_body()) == {
+        "status": 401,
+        "reason": "token_missing",
+    }
+
+
+def test_forbidden_has_no_challenge(check: Check, issuer: LocalIssuer) -> None:
+    """A 403 names the reason and asks for no other credential."""
+    decision = check(issuer.mint(service_account="default", audience=ECHO))
+
+    headers = dict(decision.deny_headers())
+    assert "www-authenticate" not in headers
+    assert json.loads(decision.deny_body())["reason"] == "service_account_not_allowed"
+
+
+def test_client_identity_headers_are_overwritten_on_allow(
+    check: Check, issuer: LocalIssuer
+) -> None:
+    """A client's own x-auth-request-user is replaced by the verified one."""
+    decision = check(
+        _oidc_test(issuer), headers=(("x-auth-request-user", "system:admin"),)
+    )
+
+    assert dict(decision.upstream_headers)["x-auth-request-user"] == IDENTITY
+
+
+def test_client_identity_headers_are_removed_on_public_route(check: Check) -> None:
+    """A public route strips every identity header the client sent."""
+    decision = check(path="/healthz", headers=(("x-auth-request-user", "admin"),))
+
+    assert decision.reason is Reason.PUBLIC_ROUTE
+    assert set(decision.headers_to_remove) == {
+        "x-auth-request-user",
+        "x-auth-request-namespace",
+        "x-auth-request-serviceaccount",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/admin", "admin"),
+        ("/admin/users?x=1", "admin"),
+        ("/adminx", "echo-server"),
+        ("/healthz/../admin", "admin"),
+        ("/healthz/./", "health"),
+        ("//admin", "admin"),
+        ("/%61dmin", "admin"),
+    ],
+)
+def test_routes_match_on_normalised_segments(
+    check: Check, path: str, route: str
+) -> None:
+    """Prefixes match whole segments of the normalised path, query dropped."""
+    assert check(path=path).route == route
+
+
+def test_method_outside_the_route_has_no_route(
+    check: Check, issuer: LocalIssuer
+) -> None:
+    """A method the route does not list falls through to no route."""
+    decision = check(_oidc_test(issuer), method="DELETE")
+
+    assert decision.reason is Reason.NO_ROUTE
+    assert decision.outcome.http_status == 403
+
+
+def test_host_port_and_case_are_ignored(check: Check, issuer: LocalIssuer) -> None:
+    """The authority's port and case do not change the route."""
+    decision = check(
+        _oidc_test(issuer), host="Echo-Server.echo-server.svc.cluster.local:8080"
+    )
+
+    assert decision.reason is Reason.ALLOWED
+
+
+@pytest.mark.parametrize(
+    ("offset", "reason"),
+    [(-29, Reason.ALLOWED), (-30, Reason.TOKEN_EXPIRED), (-31, Reason.TOKEN_EXPIRED)],
+)
+def test_expiry_leeway_boundary(
+    check: Check, issuer: LocalIssuer, offset: int, reason: Reason
+) -> None:
+    """exp is honoured up to, not including, exp plus the 30 s leeway."""
+    now = time.time()
+    claims = issuer.claims(service_account="oidc-test", audience=ECHO, now=now - 600)
+    claims["exp"] = int(now) + offset
+
+    assert check(issuer.sign(claims), now=int(now)).reason is reason
+
+
+def test_nested_claims_must_agree_with_subject(
+    check: Check, issuer: LocalIssuer
+) -> None:
+    """A kubernetes.io namespace other than sub's is refused."""
+    claims = issuer.claims(service_account="oidc-test", audience=ECHO)
+    claims["kubernetes.io"]["namespace"] = "kube-system"
+
+    assert check(issuer.sign(claims)).reason is Reason.SUBJECT_INVALID
