@@ -19,7 +19,7 @@ from authz.keys.store import KeyStore
 from authz.policy import Policy
 from authz.transport import AuthorizationService
 
-__all__ = ["serve"]
+__all__ = ["build", "serve", "set_serving"]
 
 _LOG = structlog.get_logger(__name__)
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -29,6 +29,24 @@ _GRACE_SECONDS = 5.0
 async def serve(policy: Policy, listen: str) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and stop."""
     keys = KeyStore(policy)
+    server, health_servicer = build(policy, keys)
+    server.add_insecure_port(listen)
+    await set_serving(health_servicer, serving=False)
+    await server.start()
+    _LOG.info("server_started", listen=listen)
+
+    await keys.load_all()
+    await set_serving(health_servicer, serving=True)
+
+    await _wait_for_signal()
+    _LOG.info("server_stopping", grace_seconds=_GRACE_SECONDS)
+    await set_serving(health_servicer, serving=False)
+    await server.stop(_GRACE_SECONDS)
+    _LOG.info("server_stopped")
+
+
+def build(policy: Policy, keys: KeyStore) -> tuple[grpc.aio.Server, Any]:
+    """Return an unstarted server with Check, health and reflection."""
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(policy, keys), server
@@ -38,23 +56,16 @@ async def serve(policy: Policy, listen: str) -> None:
     reflection.enable_server_reflection(
         (_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-
-    server.add_insecure_port(listen)
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
-    _LOG.info("server_started", listen=listen)
-
-    await keys.load_all()
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-
-    await _wait_for_signal()
-    _LOG.info("server_stopping", grace_seconds=_GRACE_SECONDS)
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(_GRACE_SECONDS)
-    _LOG.info("server_stopped")
+    return server, health_servicer
 
 
-async def _set_health(servicer: Any, status: int) -> None:
+async def set_serving(servicer: Any, serving: bool) -> None:
+    """Report the server and the Check service as serving or not."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for name in ("", _SERVICE):
         await servicer.set(name, status)
 
