@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         default="0.0.0.0:9001",
         help="HOST:PORT or unix:/path (default 0.0.0.0:9001)",
     )
+    serve_cmd.add_argument(
+        "--wait-for-keys",
+        action="store_true",
+        help="report NOT_SERVING until every issuer has keys, not just tried",
+    )
     serve_cmd.set_defaults(run=_serve)
 
     check_cmd = commands.add_parser(
@@ -81,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     policy = load(args.config)
     observability.configure()
     try:
-        asyncio.run(serve(policy, args.listen))
+        asyncio.run(serve(policy, args.listen, args.wait_for_keys))
     except RuntimeError as error:
         raise _UsageError(f"cannot serve on {args.listen}: {error}") from None
     return EXIT_ALLOWED

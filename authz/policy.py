@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     StringConstraints,
@@ -60,26 +61,67 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HttpsUrl = Annotated[StrictStr, StringConstraints(pattern=r"^https://[^\s]+$")]
+IN_CLUSTER_API = "https://kubernetes.default.svc"
+IN_CLUSTER_SECRETS = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
 class IssuerConfig(_Strict):
-    """One trusted token issuer and where its signing keys come from."""
+    """One trusted token issuer and where its signing keys come from.
+
+    Keys are read from `jwks_file`, fetched from `jwks_uri`, or found by
+    OpenID discovery at `discovery_url` (default: the issuer itself).
+    `in_cluster` fills in the pod's own mounted CA and token and the API
+    server's address, so no extra RBAC is needed.
+    """
 
     issuer: NonEmpty
     jwks_file: FilePath | None = None
-    jwks_uri: Annotated[StrictStr, StringConstraints(pattern=r"^https://")] | None = (
-        None
-    )
+    jwks_uri: HttpsUrl | None = None
+    discovery_url: HttpsUrl | None = None
+    in_cluster: StrictBool = False
     ca_file: FilePath | None = None
     bearer_token_file: FilePath | None = None
     algorithms: tuple[Algorithm, ...] = Field(default=("RS256",), min_length=1)
     leeway_seconds: StrictInt = Field(default=30, ge=0, le=300)
+    refresh_seconds: StrictInt = Field(default=300, ge=10, le=86400)
+    refetch_cooldown_seconds: StrictInt = Field(default=30, ge=1, le=3600)
+    fetch_timeout_seconds: StrictFloat = Field(default=5.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
-        if (self.jwks_file is None) == (self.jwks_uri is None):
-            raise ValueError("give exactly one of jwks_file and jwks_uri")
-        if self.jwks_file is not None and (self.ca_file or self.bearer_token_file):
-            raise ValueError("ca_file and bearer_token_file go with jwks_uri")
+        if self.jwks_uri is not None and self.discovery_url is not None:
+            raise ValueError("give jwks_uri or discovery_url, not both")
+        if self.jwks_file is None:
+            return self
+        remote = ("jwks_uri", "discovery_url", "in_cluster", "ca_file")
+        given = [name for name in (*remote, "bearer_token_file") if getattr(self, name)]
+        if given:
+            raise ValueError(f"jwks_file cannot be combined with {given[0]}")
         return self
+
+    @property
+    def discovery_document_url(self) -> str:
+        """Return the URL of the OpenID discovery document to read."""
+        base = self.discovery_url or (
+            IN_CLUSTER_API if self.in_cluster else self.issuer
+        )
+        suffix = "/.well-known/openid-configuration"
+        return base if base.endswith(suffix) else base.rstrip("/") + suffix
+
+    @property
+    def effective_ca_file(self) -> Path | None:
+        """Return the CA file, the pod's mounted one when in cluster."""
+        if self.ca_file is None and self.in_cluster:
+            return IN_CLUSTER_SECRETS / "ca.crt"
+        return self.ca_file
+
+    @property
+    def effective_bearer_token_file(self) -> Path | None:
+        """Return the token file sent when fetching, the pod's own in cluster."""
+        if self.bearer_token_file is None and self.in_cluster:
+            return IN_CLUSTER_SECRETS / "token"
+        return self.bearer_token_file
 
     def for_verification(self) -> Issuer:
         """Return what token verification needs from this issuer."""

@@ -24,10 +24,15 @@ __all__ = ["build", "serve", "set_serving"]
 _LOG = structlog.get_logger(__name__)
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _GRACE_SECONDS = 5.0
+_READY_POLL_SECONDS = 0.2
 
 
-async def serve(policy: Policy, listen: str) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls and stop."""
+async def serve(policy: Policy, listen: str, wait_for_keys: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and stop.
+
+    Health reports NOT_SERVING until every issuer has made its first key
+    fetch (with `wait_for_keys`, until every issuer has keys), then SERVING.
+    """
     keys = KeyStore(policy)
     server, health_servicer = build(policy, keys)
     server.add_insecure_port(listen)
@@ -36,13 +41,23 @@ async def serve(policy: Policy, listen: str) -> None:
     _LOG.info("server_started", listen=listen)
 
     await keys.load_all()
-    await set_serving(health_servicer, serving=True)
+    keys.start_refreshing()
+    readiness = asyncio.create_task(_report_ready(keys, health_servicer, wait_for_keys))
 
     await _wait_for_signal()
     _LOG.info("server_stopping", grace_seconds=_GRACE_SECONDS)
+    readiness.cancel()
     await set_serving(health_servicer, serving=False)
     await server.stop(_GRACE_SECONDS)
+    await keys.stop()
     _LOG.info("server_stopped")
+
+
+async def _report_ready(keys: KeyStore, health_servicer: Any, require: bool) -> None:
+    while not keys.ready(require_keys=require):
+        await asyncio.sleep(_READY_POLL_SECONDS)
+    await set_serving(health_servicer, serving=True)
+    _LOG.info("server_ready")
 
 
 def build(policy: Policy, keys: KeyStore) -> tuple[grpc.aio.Server, Any]:

@@ -28,6 +28,8 @@ from authz.request import HttpRequest
 __all__ = ["AuthorizationService", "to_check_response", "to_http_request"]
 
 _LOG = structlog.get_logger("authz.decision")
+REFETCH_WAIT_SECONDS = 2.0
+"""The longest a check waits on a key refetch when the caller set no deadline."""
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -48,7 +50,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         http: HttpRequest | None = None
         try:
             http = to_http_request(request)
-            decision = decide(http, self._policy, self._keys.lookup, time.time())
+            decision = await self._decide(http, context)
         except DenyError as error:
             decision = Decision(error.reason, detail=error.detail)
         except Exception:
@@ -60,6 +62,32 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         except Exception:  # a failed log line must not fail the check
             _LOG.exception("log_failed")
         return _safe_response(decision)
+
+    async def _decide(
+        self, http: HttpRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Decision:
+        """Decide, refetching keys once if the token names an unknown kid."""
+        decision = decide(http, self._policy, self._keys.lookup, time.time())
+        if decision.reason is not Reason.KEY_UNKNOWN or not decision.issuer:
+            return decision
+
+        wait = _refetch_wait(context)
+        kid = decision.kid or ""
+        if await self._keys.refetch_for(decision.issuer, kid, wait):
+            decision = decide(http, self._policy, self._keys.lookup, time.time())
+        return decision
+
+
+def _refetch_wait(context: grpc.aio.ServicerContext[Any, Any] | None) -> float:
+    """Return how long a check may wait on a key refetch.
+
+    Envoy sends its ext_authz timeout as the call's deadline; the wait stops
+    early enough to still answer within it.
+    """
+    remaining = context.time_remaining() if context is not None else None
+    if remaining is None:
+        return REFETCH_WAIT_SECONDS
+    return max(0.0, min(REFETCH_WAIT_SECONDS, remaining * 0.8 - 0.02))
 
 
 def to_http_request(request: external_auth_pb2.CheckRequest) -> HttpRequest:

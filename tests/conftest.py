@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from authz.decision import Decision, KeyLookup, decide
 from authz.keys import KeySet
 from authz.policy import Policy, load
 from authz.request import HttpRequest
 from authz.testing import LocalIssuer
+
+from keyserver import KeyServer
 
 ECHO = "echo-server.echo-server.svc.cluster.local"
 API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
@@ -98,3 +101,20 @@ def check(policy: Policy, keyset: KeySet) -> Check:
         return decide(request, policy, lookup, time.time() if now is None else now)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    """Return a throwaway test CA and its certificate file."""
+    authority = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.crt"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture
+def server(ca: tuple[trustme.CA, Path]) -> Iterator[KeyServer]:
+    """Start a key server on loopback; stop it after the test."""
+    key_server = KeyServer(ca=ca[0], ca_file=ca[1]).start()
+    yield key_server
+    key_server.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from authz.testing import LocalIssuer
+
 from conftest import ECHO
 
 

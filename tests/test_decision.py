@@ -9,6 +9,7 @@ import pytest
 
 from authz.reasons import Reason
 from authz.testing import LocalIssuer
+
 from conftest import API_SERVER_AUDIENCE, ECHO, Check
 
 IDENTITY = "system:serviceaccount:default:oidc-test"

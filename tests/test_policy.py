@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from authz.policy import PolicyError, load
+
 from conftest import POLICY
 
 

@@ -20,6 +20,7 @@ from authz.policy import Policy
 from authz.reasons import OUTCOMES, GrpcCode, Reason
 from authz.testing import LocalIssuer
 from authz.transport import AuthorizationService
+
 from conftest import ECHO, Check
 
 

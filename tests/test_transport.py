@@ -23,6 +23,7 @@ from authz.policy import Policy
 from authz.reasons import GrpcCode
 from authz.server import build, set_serving
 from authz.testing import LocalIssuer
+
 from conftest import ECHO
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

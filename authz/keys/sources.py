@@ -1,67 +1,85 @@
-"""Read a JWKS document from a file or fetch it over HTTPS.
+"""Read a JWKS document from a file, a URL, or by OpenID discovery.
 
 Errors from the file system, httpx and JSON are translated here, once, into
-`KeySourceError` with a message safe to log.
+`KeySourceError` with a message safe to log. TLS verification is always on;
+responses are bounded in size and time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from authz.keys.keyset import KeySet, KeySetError
 from authz.policy import IssuerConfig
 
-__all__ = ["MAX_JWKS_BYTES", "KeySourceError", "fetch_jwks", "read_jwks_file"]
+__all__ = ["MAX_DOCUMENT_BYTES", "KeySourceError", "read_keys"]
 
-MAX_JWKS_BYTES = 1 << 20
-FETCH_TIMEOUT = httpx.Timeout(5.0)
+MAX_DOCUMENT_BYTES = 1 << 20
 
 
 class KeySourceError(Exception):
     """Keys could not be read; the message says why, without secrets."""
 
 
-def read_jwks_file(path: Path) -> KeySet:
-    """Read a JWKS document from disk."""
+async def read_keys(issuer: IssuerConfig) -> KeySet:
+    """Read the issuer's current key set from wherever the policy says."""
+    if issuer.jwks_file is not None:
+        return _keyset(_read_file(issuer.jwks_file), str(issuer.jwks_file))
+
+    limit = issuer.fetch_timeout_seconds
     try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise KeySourceError(f"{path}: {error.strerror or error}") from None
-    return _keyset(raw, str(path))
+        async with asyncio.timeout(limit), _client(issuer) as client:
+            uri = issuer.jwks_uri or await _discover(client, issuer)
+            return _keyset(await _get(client, uri), uri)
+    except TimeoutError:
+        raise KeySourceError(f"no answer within {limit:g} s") from None
 
 
-async def fetch_jwks(issuer: IssuerConfig) -> KeySet:
-    """Fetch the issuer's JWKS document from its `jwks_uri`."""
-    assert issuer.jwks_uri is not None
+async def _discover(client: httpx.AsyncClient, issuer: IssuerConfig) -> str:
+    """Return the jwks_uri the issuer's discovery document advertises."""
+    url = issuer.discovery_document_url
+    document = _json(await _get(client, url), url)
+    if document.get("issuer") != issuer.issuer:
+        raise KeySourceError(f"{url}: the document names another issuer")
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
+        raise KeySourceError(f"{url}: jwks_uri is missing or not https")
+    return jwks_uri
+
+
+def _client(issuer: IssuerConfig) -> httpx.AsyncClient:
     headers = {"Accept": "application/json"}
-    if issuer.bearer_token_file is not None:
-        headers["Authorization"] = f"Bearer {_read_token(issuer.bearer_token_file)}"
+    token_file = issuer.effective_bearer_token_file
+    if token_file is not None:
+        # Re-read on every fetch: the kubelet rotates the mounted token.
+        headers["Authorization"] = f"Bearer {_read_token(token_file)}"
+    return httpx.AsyncClient(
+        verify=_tls_context(issuer.effective_ca_file),
+        timeout=httpx.Timeout(issuer.fetch_timeout_seconds),
+        headers=headers,
+        follow_redirects=False,
+    )
 
-    async with httpx.AsyncClient(
-        verify=_tls_context(issuer.ca_file), timeout=FETCH_TIMEOUT
-    ) as client:
-        raw = await _get(client, issuer.jwks_uri, headers)
-    return _keyset(raw, issuer.jwks_uri)
 
-
-async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bytes:
+async def _get(client: httpx.AsyncClient, url: str) -> bytes:
     try:
-        async with client.stream("GET", url, headers=headers) as response:
+        async with client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise KeySourceError(f"{url}: HTTP {response.status_code}")
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
-                if len(body) > MAX_JWKS_BYTES:
-                    raise KeySourceError(f"{url}: response over {MAX_JWKS_BYTES} bytes")
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise KeySourceError(f"{url}: over {MAX_DOCUMENT_BYTES} bytes")
             return bytes(body)
     except httpx.HTTPError as error:
-        kind = type(error).__name__
-        raise KeySourceError(f"{url}: {kind}: {error}") from None
+        raise KeySourceError(f"{url}: {type(error).__name__}: {error}") from None
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -71,6 +89,13 @@ def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
         raise KeySourceError(f"{ca_file}: cannot load CA: {error}") from None
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise KeySourceError(f"{path}: {error.strerror or error}") from None
+
+
 def _read_token(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -78,8 +103,18 @@ def _read_token(path: Path) -> str:
         raise KeySourceError(f"{path}: cannot read bearer token: {error}") from None
 
 
+def _json(raw: bytes, origin: str) -> dict[str, Any]:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise KeySourceError(f"{origin}: not JSON") from None
+    if not isinstance(document, dict):
+        raise KeySourceError(f"{origin}: not a JSON object")
+    return document
+
+
 def _keyset(raw: bytes, origin: str) -> KeySet:
     try:
-        return KeySet.from_jwks(json.loads(raw))
-    except (ValueError, KeySetError) as error:
+        return KeySet.from_jwks(_json(raw, origin))
+    except KeySetError as error:
         raise KeySourceError(f"{origin}: {error}") from None

@@ -1,49 +1,192 @@
-"""The current key set of every issuer in the policy."""
+"""Every issuer's current keys, kept fresh without trusting the caller.
+
+Each issuer's keys are loaded at start-up, refreshed on an interval, and
+refetched when a token names an unknown `kid`, at most once per cooldown
+whatever the number of such tokens; concurrent requests share one fetch.
+A failed refresh keeps the last good keys and retries with backoff.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
 
 from authz.keys.keyset import KeySet
-from authz.keys.sources import KeySourceError, fetch_jwks, read_jwks_file
+from authz.keys.sources import KeySourceError, read_keys
 from authz.policy import IssuerConfig, Policy
 
-__all__ = ["KeyStore"]
+__all__ = ["IssuerKeys", "KeyStore"]
 
 _LOG = structlog.get_logger(__name__)
+Clock = Callable[[], float]
+
+
+class IssuerKeys:
+    """The keys of one issuer, with their fetching rules."""
+
+    def __init__(self, config: IssuerConfig, clock: Clock = time.monotonic) -> None:
+        self.config = config
+        self.keyset: KeySet | None = None
+        self.attempted = False
+        self.fetches = 0
+        self._clock = clock
+        self._loaded_at: float | None = None
+        self._last_started = -math.inf
+        self._inflight: asyncio.Task[None] | None = None
+
+    @property
+    def age_seconds(self) -> float | None:
+        """Return how long ago the current keys were loaded."""
+        return None if self._loaded_at is None else self._clock() - self._loaded_at
+
+    async def fetch(self) -> None:
+        """Load the keys now, joining a fetch already under way."""
+        if self._inflight is None or self._inflight.done():
+            self._last_started = self._clock()
+            self._inflight = asyncio.create_task(self._load())
+            # A fetch whose waiters gave up still ends with its error read.
+            self._inflight.add_done_callback(_consume_error)
+        await asyncio.shield(self._inflight)
+
+    async def refetch_for(self, kid: str, wait_seconds: float) -> bool:
+        """Fetch again for an unknown `kid`, if the cooldown allows.
+
+        Waits at most `wait_seconds`; a fetch that takes longer goes on in
+        the background. Tells whether `kid` is known afterwards.
+        """
+        if self.keyset is not None and self.keyset.has(kid):
+            return True
+        busy = self._inflight is not None and not self._inflight.done()
+        cooled = (
+            self._clock() - self._last_started >= self.config.refetch_cooldown_seconds
+        )
+        if not (busy or cooled):
+            return False
+        try:
+            await asyncio.wait_for(self.fetch(), timeout=max(wait_seconds, 0.0))
+        except (TimeoutError, KeySourceError):
+            return False
+        return self.keyset is not None and self.keyset.has(kid)
+
+    async def run(self) -> None:
+        """Refresh forever: retry until loaded, then once per interval."""
+        if self.keyset is None:
+            await self._fetch_with_retry()
+        while True:
+            await asyncio.sleep(self.config.refresh_seconds)
+            await self._fetch_with_retry()
+
+    async def _fetch_with_retry(self) -> None:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(KeySourceError),
+            wait=wait_exponential_jitter(
+                initial=1, max=min(60, self.config.refresh_seconds)
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.fetch()
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        delay = state.next_action.sleep if state.next_action else 0.0
+        _LOG.warning(
+            "keys_retry_scheduled",
+            issuer=self.config.issuer,
+            attempt=state.attempt_number,
+            next_attempt_in_seconds=round(delay, 1),
+            keys_age_seconds=_rounded(self.age_seconds),
+        )
+
+    async def _load(self) -> None:
+        self.fetches += 1
+        try:
+            keyset = await read_keys(self.config)
+        except KeySourceError as error:
+            _LOG.error(
+                "keys_fetch_failed",
+                issuer=self.config.issuer,
+                error=str(error),
+                serving_cached=self.keyset is not None,
+                keys_age_seconds=_rounded(self.age_seconds),
+            )
+            raise
+        finally:
+            self.attempted = True
+
+        previous = self.keyset.kids if self.keyset else frozenset()
+        self.keyset = keyset
+        self._loaded_at = self._clock()
+        _LOG.info(
+            "keys_loaded",
+            issuer=self.config.issuer,
+            kids=sorted(keyset.kids),
+            added=sorted(keyset.kids - previous),
+            removed=sorted(previous - keyset.kids),
+        )
+
+
+def _consume_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 class KeyStore:
-    """Key sets by issuer, loaded from each issuer's configured source."""
+    """Key sets by issuer name, for every issuer in the policy."""
 
-    def __init__(self, policy: Policy) -> None:
-        self._issuers = {issuer.issuer: issuer for issuer in policy.issuers}
-        self._keys: dict[str, KeySet] = {}
+    def __init__(self, policy: Policy, clock: Clock = time.monotonic) -> None:
+        self.issuers = {i.issuer: IssuerKeys(i, clock) for i in policy.issuers}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def lookup(self, issuer: str) -> KeySet | None:
         """Return the key set of `issuer`, or None if none was loaded."""
-        return self._keys.get(issuer)
+        keys = self.issuers.get(issuer)
+        return keys.keyset if keys else None
+
+    def ready(self, require_keys: bool = False) -> bool:
+        """Tell whether every issuer has tried (or, if required, got) keys."""
+        if require_keys:
+            return all(k.keyset is not None for k in self.issuers.values())
+        return all(k.attempted for k in self.issuers.values())
 
     async def load_all(self) -> None:
         """Load every issuer's keys once; failures are logged, not raised."""
-        await asyncio.gather(*(self.load(name) for name in self._issuers))
+        results = await asyncio.gather(
+            *(k.fetch() for k in self.issuers.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, KeySourceError
+            ):
+                raise result
 
-    async def load(self, issuer: str) -> bool:
-        """Load one issuer's keys; tell whether it worked."""
-        config = self._issuers[issuer]
-        try:
-            keyset = await _read(config)
-        except KeySourceError as error:
-            _LOG.error("keys_load_failed", issuer=issuer, error=str(error))
-            return False
-        self._keys[issuer] = keyset
-        _LOG.info("keys_loaded", issuer=issuer, kids=sorted(keyset.kids))
-        return True
+    async def refetch_for(self, issuer: str, kid: str, wait_seconds: float) -> bool:
+        """Refetch `issuer`'s keys for an unknown `kid`; see `IssuerKeys`."""
+        keys = self.issuers.get(issuer)
+        return False if keys is None else await keys.refetch_for(kid, wait_seconds)
 
+    def start_refreshing(self) -> None:
+        """Start the background refresh of every issuer."""
+        self._tasks = [asyncio.create_task(k.run()) for k in self.issuers.values()]
 
-async def _read(issuer: IssuerConfig) -> KeySet:
-    if issuer.jwks_file is not None:
-        return read_jwks_file(issuer.jwks_file)
-    return await fetch_jwks(issuer)
+    async def stop(self) -> None:
+        """Stop the background refresh."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

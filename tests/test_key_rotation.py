@@ -1,0 +1,305 @@
+"""Rotation and outages, through the real Check service and key server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.keys.sources import KeySourceError
+from authz.keys.store import KeyStore
+from authz.policy import Policy, load
+from authz.reasons import GrpcCode, Reason
+from authz.testing import LocalIssuer
+
+from checkserver import bearer, check_request, check_stub
+from keyserver import KeyServer
+
+AUDIENCE = "echo-server.echo-server.svc.cluster.local"
+
+
+def _policy(tmp_path: Path, server: KeyServer, **settings: Any) -> Policy:
+    extra = "".join(f"    {key}: {value}\n" for key, value in settings.items())
+    text = (
+        "issuers:\n"
+        f"  - issuer: {server.url}\n"
+        f"    jwks_uri: {server.url}/jwks\n"
+        f"    ca_file: {server.ca_file}\n"
+        f"{extra}"
+        "routes:\n"
+        "  - name: all\n"
+        f"    audiences: [{AUDIENCE}]\n"
+        "    service_accounts: [default/*]\n"
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load(path)
+
+
+async def _check(stub: Any, token: str, timeout: float = 5.0) -> Any:
+    request = check_request(AUDIENCE, headers=bearer(token))
+    return await stub.Check(request, timeout=timeout)
+
+
+def test_new_key_is_allowed_on_first_request_with_one_refetch(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A token signed by a key added after start-up passes at once."""
+    old = LocalIssuer(issuer=server.url)
+    new = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [old.public_jwk()]}
+    policy = _policy(tmp_path, server, refetch_cooldown_seconds=1)
+
+    async def run() -> Any:
+        store = KeyStore(policy)
+        await store.load_all()
+        await asyncio.sleep(1.1)  # past the cooldown of the start-up fetch
+        server.jwks = {"keys": [old.public_jwk(), new.public_jwk()]}
+        async with check_stub(policy, store) as stub:
+            return await _check(stub, new.mint(audience=AUDIENCE))
+
+    response = asyncio.run(run())
+
+    assert response.status.code == GrpcCode.OK
+    assert server.hits["/jwks"] == 2
+
+
+def test_unknown_kid_burst_refetches_once_per_cooldown(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """Random kids cannot make the server hammer the issuer."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk()]}
+    policy = _policy(tmp_path, server, refetch_cooldown_seconds=2)
+
+    def forged() -> str:
+        return LocalIssuer(issuer=server.url, kid=uuid.uuid4().hex).mint(
+            audience=AUDIENCE
+        )
+
+    tokens = [forged() for _ in range(20)]
+
+    async def run() -> list[Any]:
+        store = KeyStore(policy)
+        await store.load_all()
+        async with check_stub(policy, store) as stub:
+            first = await asyncio.gather(*(_check(stub, t) for t in tokens * 5))
+            await asyncio.sleep(2.1)
+            second = await asyncio.gather(*(_check(stub, t) for t in tokens * 5))
+        return first + second
+
+    responses = asyncio.run(run())
+
+    assert {r.status.message for r in responses} == {Reason.KEY_UNKNOWN}
+    assert server.hits["/jwks"] <= 3  # start-up, then at most one per cooldown
+
+
+def test_removed_key_stops_verifying_after_refresh(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A key that leaves the set no longer verifies once keys are refreshed."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk(), LocalIssuer().public_jwk()]}
+    policy = _policy(tmp_path, server, refresh_seconds=10)
+    token = signer.mint(audience=AUDIENCE)
+
+    async def run() -> tuple[Any, Any]:
+        store = KeyStore(policy)
+        await store.load_all()
+        async with check_stub(policy, store) as stub:
+            before = await _check(stub, token)
+            server.jwks = {"keys": [LocalIssuer().public_jwk()]}
+            await store.issuers[server.url].fetch()
+            return before, await _check(stub, token)
+
+    before, after = asyncio.run(run())
+
+    assert before.status.code == GrpcCode.OK
+    assert after.status.message == Reason.KEY_UNKNOWN
+
+
+@pytest.mark.parametrize("outage", ["error", "down"])
+def test_cached_keys_serve_through_an_outage(
+    tmp_path: Path, server: KeyServer, outage: str
+) -> None:
+    """If refreshing fails, the last good keys keep verifying."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk()]}
+    policy = _policy(tmp_path, server)
+
+    async def run() -> Any:
+        store = KeyStore(policy)
+        await store.load_all()
+        if outage == "down":
+            server.stop()
+        else:
+            server.mode = "error"
+        with pytest.raises(KeySourceError):
+            await store.issuers[server.url].fetch()
+        async with check_stub(policy, store) as stub:
+            return await _check(stub, signer.mint(audience=AUDIENCE))
+
+    assert asyncio.run(run()).status.code == GrpcCode.OK
+
+
+@pytest.mark.parametrize("outage", ["error", "down", "hang"])
+def test_no_keys_ever_is_a_quick_keys_unavailable(
+    tmp_path: Path, server: KeyServer, outage: str
+) -> None:
+    """With nothing cached, valid tokens are denied quickly, never allowed."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk()]}
+    server.mode = outage
+    policy = _policy(tmp_path, server, fetch_timeout_seconds=1.0)
+    if outage == "down":
+        server.stop()
+
+    async def run() -> tuple[Any, float]:
+        store = KeyStore(policy)
+        await store.load_all()
+        async with check_stub(policy, store) as stub:
+            started = time.perf_counter()
+            response = await _check(stub, signer.mint(audience=AUDIENCE), timeout=0.5)
+            return response, time.perf_counter() - started
+
+    response, elapsed = asyncio.run(run())
+
+    assert response.status.code == GrpcCode.UNAVAILABLE
+    assert response.status.message == Reason.KEYS_UNAVAILABLE
+    assert response.denied_response.status.code == 503
+    assert elapsed < 0.5
+
+
+def test_hanging_key_server_does_not_outlast_the_deadline(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A refetch that hangs is cut off in time to answer within the deadline."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk()]}
+    policy = _policy(tmp_path, server, refetch_cooldown_seconds=1)
+    unknown = LocalIssuer(issuer=server.url).mint(audience=AUDIENCE)
+
+    async def run() -> tuple[Any, Any]:
+        store = KeyStore(policy)
+        await store.load_all()
+        await asyncio.sleep(1.1)
+        server.mode = "hang"
+        async with check_stub(policy, store) as stub:
+            denied = await _check(stub, unknown, timeout=0.5)
+            allowed = await _check(stub, signer.mint(audience=AUDIENCE), timeout=0.5)
+        return denied, allowed
+
+    denied, allowed = asyncio.run(run())
+
+    assert denied.status.message == Reason.KEY_UNKNOWN
+    assert allowed.status.code == GrpcCode.OK
+
+
+def test_two_issuers_and_no_cross_signing(
+    tmp_path: Path, server: KeyServer, ca: tuple[trustme.CA, Path]
+) -> None:
+    """Each issuer's tokens verify only with that issuer's keys; EC works."""
+    rsa_issuer = LocalIssuer(issuer=server.url)
+    ec_issuer = LocalIssuer(issuer="https://oidc.example.test", algorithm="ES256")
+    server.jwks = {"keys": [rsa_issuer.public_jwk()]}
+    ec_jwks = tmp_path / "ec.json"
+    ec_issuer.write_jwks(ec_jwks)
+    policy = _policy(tmp_path, server)
+    text = (
+        (tmp_path / "policy.yaml")
+        .read_text()
+        .replace(
+            "routes:",
+            f"  - issuer: {ec_issuer.issuer}\n    jwks_file: {ec_jwks}\n"
+            "    algorithms: [ES256]\nroutes:",
+        )
+    )
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load(tmp_path / "policy.yaml")
+    # Claims naming the RSA issuer, signed with the EC issuer's key and kid.
+    forged = ec_issuer.sign({**rsa_issuer.claims(audience=AUDIENCE)})
+
+    async def run() -> list[Any]:
+        store = KeyStore(policy)
+        await store.load_all()
+        async with check_stub(policy, store) as stub:
+            tokens = [
+                rsa_issuer.mint(audience=AUDIENCE),
+                ec_issuer.mint(audience=AUDIENCE),
+                forged,
+            ]
+            return [await _check(stub, t) for t in tokens]
+
+    rsa, ec, cross = asyncio.run(run())
+
+    assert rsa.status.code == GrpcCode.OK
+    assert ec.status.code == GrpcCode.OK
+    assert cross.status.code == GrpcCode.UNAUTHENTICATED
+    assert cross.status.message in (Reason.KEY_UNKNOWN, Reason.ALGORITHM_NOT_ALLOWED)
+
+
+def _health(port: int) -> int:
+    async def ask() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return int(reply.status)
+
+    return asyncio.run(ask())
+
+
+def test_health_turns_serving_when_keys_arrive(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """`serve --wait-for-keys` is NOT_SERVING until the keys load, then SERVING."""
+    server.jwks = {"keys": [LocalIssuer(issuer=server.url).public_jwk()]}
+    server.mode = "error"
+    _policy(tmp_path, server)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "authz", "serve", "--wait-for-keys"]
+    command += [
+        "--config",
+        str(tmp_path / "policy.yaml"),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        seen = [_poll_health(port, until=health_pb2.HealthCheckResponse.NOT_SERVING)]
+        server.mode = "ok"
+        seen.append(_poll_health(port, until=health_pb2.HealthCheckResponse.SERVING))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    assert seen == [
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+        health_pb2.HealthCheckResponse.SERVING,
+    ]
+    assert process.returncode == 0
+
+
+def _poll_health(port: int, until: int, limit: float = 20.0) -> int:
+    deadline = time.monotonic() + limit
+    status = -1
+    while time.monotonic() < deadline:
+        try:
+            status = _health(port)
+        except grpc.RpcError:
+            status = -1
+        if status == until:
+            break
+        time.sleep(0.2)
+    return status
