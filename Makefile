@@ -18,14 +18,18 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check authz tests protos
-	$(BIN)/ruff check authz tests protos
+	$(BIN)/ruff format --check authz tests protos bench
+	$(BIN)/ruff check authz tests protos bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy authz
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/keys.py
 
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
