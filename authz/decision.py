@@ -137,18 +137,17 @@ def _verify(
 
 
 def _allow(route: Route, identity: Identity, policy: Policy) -> Decision:
-    values = {
-        "user": identity.subject,
-        "namespace": identity.namespace,
-        "service_account": identity.service_account,
-    }
-    upstream = policy.headers.upstream.model_dump()
-    downstream = policy.headers.downstream.model_dump(exclude_none=True)
+    up, down = policy.headers.upstream, policy.headers.downstream
+    values = (identity.subject, identity.namespace, identity.service_account)
+    upstream = zip((up.user, up.namespace, up.service_account), values, strict=True)
+    downstream = zip(
+        (down.user, down.namespace, down.service_account), values, strict=True
+    )
     return Decision(
         Reason.ALLOWED,
         route=route.name,
         identity=identity,
-        upstream_headers=tuple((upstream[k], values[k]) for k in values),
-        downstream_headers=tuple((name, values[k]) for k, name in downstream.items()),
+        upstream_headers=tuple(upstream),
+        downstream_headers=tuple((k, v) for k, v in downstream if k is not None),
         issuer=identity.issuer,
     )

@@ -22,13 +22,13 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from checkserver import bearer, check_request, check_stub  # noqa: E402
-from keyserver import KeyServer  # noqa: E402
+from authz import observability
+from authz.keys.store import KeyStore
+from authz.policy import load
+from authz.testing import LocalIssuer
 
-from authz import observability  # noqa: E402
-from authz.keys.store import KeyStore  # noqa: E402
-from authz.policy import load  # noqa: E402
-from authz.testing import LocalIssuer  # noqa: E402
+from checkserver import bearer, check_request, check_stub
+from keyserver import KeyServer
 
 AUDIENCE = "bench.example"
 ROUNDS = 5
