@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
-__all__ = ["EchoHandler", "main", "received"]
+__all__ = ["EchoHandler", "EchoServer", "main", "received", "serve"]
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -54,8 +54,16 @@ class EchoHandler(BaseHTTPRequestHandler):
         if length > 0:
             self.rfile.read(length)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: `_log_request` writes the one line per request."""
+
+
+class EchoServer(ThreadingHTTPServer):
+    """A threaded HTTP server with a listen backlog fit for a burst."""
+
+    # The default backlog of 5 makes Envoy's connects fail under a burst of
+    # new connections, which shows up as 503s that have nothing to do with us.
+    request_queue_size = 1024
 
 
 def received(
@@ -81,7 +89,7 @@ def _log_request(document: dict[str, Any]) -> None:
 
 def serve(port: int) -> None:
     """Serve on 127.0.0.1:`port` until SIGTERM or SIGINT."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), EchoHandler)
+    server = EchoServer(("127.0.0.1", port), EchoHandler)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

@@ -78,7 +78,9 @@ SCENARIOS = (
         403,
         "service_account_not_allowed",
     ),
-    Scenario("wrong_audience", "default", "oidc-test", "invalid", 401, "audience_mismatch"),
+    Scenario(
+        "wrong_audience", "default", "oidc-test", "invalid", 401, "audience_mismatch"
+    ),
 )
 
 
