@@ -14,7 +14,12 @@ from authz.credentials import bearer_token
 from authz.keys import KeySet
 from authz.policy import Policy, Route
 from authz.reasons import OUTCOMES, DenyError, Outcome, Reason
-from authz.request import HttpRequest, normalize_host, normalize_path
+from authz.request import (
+    HttpRequest,
+    normalize_host,
+    normalize_method,
+    normalize_path,
+)
 from authz.tokens import Identity, UnverifiedToken, parse, verify
 
 __all__ = ["Decision", "KeyLookup", "decide"]
@@ -80,11 +85,10 @@ def decide(
 
 
 def _route(request: HttpRequest, policy: Policy) -> Route:
-    if not request.method:
-        raise DenyError(Reason.REQUEST_INVALID, "request has no method")
+    method = normalize_method(request.method)
     host = normalize_host(request.host)
     path = normalize_path(request.path)
-    route = policy.route(host, path, request.method.upper())
+    route = policy.route(host, path, method)
     if route is None:
         raise DenyError(Reason.NO_ROUTE, "no route covers the request")
     return route

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jose import jws
@@ -26,7 +26,7 @@ from authz.reasons import DenyError, Reason
 __all__ = ["Identity", "Issuer", "UnverifiedToken", "parse", "verify"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
-_MAX_KID = 256
+_KID = re.compile(r"[\x21-\x7e]{1,256}")
 _SUBJECT = re.compile(
     r"system:serviceaccount:"
     r"(?P<namespace>[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?):"
@@ -61,7 +61,7 @@ class Identity:
 class UnverifiedToken:
     """A token split and decoded, its signature not yet checked."""
 
-    compact: str
+    compact: str = field(repr=False)
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
 
@@ -146,6 +146,8 @@ def _json_object(raw: bytes, part: str) -> dict[str, Any]:
         )
     except (UnicodeDecodeError, ValueError):
         raise DenyError(Reason.TOKEN_MALFORMED, f"{part} is not JSON") from None
+    except RecursionError:
+        raise DenyError(Reason.TOKEN_MALFORMED, f"{part} is nested too deep") from None
     if not isinstance(value, dict):
         raise DenyError(Reason.TOKEN_MALFORMED, f"{part} is not a JSON object")
     return value
@@ -168,8 +170,8 @@ def _check_header(header: Mapping[str, Any]) -> None:
     if not isinstance(header.get("alg"), str):
         raise DenyError(Reason.TOKEN_MALFORMED, "alg is missing or not a string")
     kid = header.get("kid")
-    if not isinstance(kid, str) or not 0 < len(kid) <= _MAX_KID:
-        raise DenyError(Reason.TOKEN_MALFORMED, "kid is missing or malformed")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise DenyError(Reason.TOKEN_MALFORMED, "kid is not 1-256 printable ASCII")
 
 
 def _number(claims: Mapping[str, Any], name: str, required: bool) -> float | None:

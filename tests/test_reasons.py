@@ -56,7 +56,12 @@ def _internal_error(check: Check, issuer: LocalIssuer, policy: Policy) -> Decisi
 
 
 Case = Callable[[Check, LocalIssuer, Policy], Decision]
-NOW = time.time()
+
+
+def _now() -> int:
+    """The time a case runs, not the time the module was imported."""
+    return int(time.time())
+
 
 CASES: dict[Reason, Case] = {
     Reason.ALLOWED: lambda c, i, p: c(
@@ -89,14 +94,14 @@ CASES: dict[Reason, Case] = {
     ),
     Reason.SIGNATURE_INVALID: lambda c, i, p: c(_same_kid(i).mint(audience=ECHO)),
     Reason.CLAIMS_INVALID: lambda c, i, p: c(
-        i.sign({**i.claims(audience=ECHO), "exp": str(int(NOW) + 600)})
+        i.sign({**i.claims(audience=ECHO), "exp": str(_now() + 600)})
     ),
     Reason.TOKEN_EXPIRED: lambda c, i, p: c(i.mint(audience=ECHO, lifetime=-31)),
     Reason.TOKEN_NOT_YET_VALID: lambda c, i, p: c(
-        i.sign({**i.claims(audience=ECHO), "nbf": int(NOW) + 120})
+        i.sign({**i.claims(audience=ECHO), "nbf": _now() + 120})
     ),
     Reason.TOKEN_ISSUED_IN_FUTURE: lambda c, i, p: c(
-        i.sign({**i.claims(audience=ECHO), "iat": int(NOW) + 120})
+        i.sign({**i.claims(audience=ECHO), "iat": _now() + 120})
     ),
     Reason.AUDIENCE_MISMATCH: lambda c, i, p: c(i.mint(audience="invalid")),
     Reason.SUBJECT_INVALID: lambda c, i, p: c(

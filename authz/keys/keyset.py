@@ -1,12 +1,14 @@
 """An issuer's signing keys, as read from a JWKS document.
 
-A key verifies a token only with an algorithm that fits it: RSA keys for
-RS*, EC keys for the ES* of their own curve. A key's `alg` and `use`, when
-the document states them, narrow that further.
+A key verifies a token only with an algorithm that fits it: RSA keys of at
+least 2048 bits for RS*, EC keys for the ES* of their own curve. A key's
+`alg` and `use`, when the document states them, narrow that further.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,10 @@ ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "ES512": ("EC", "P-521"),
 }
 """Each supported algorithm with the key type and curve it needs."""
+
+
+_MIN_RSA_BITS = 2048
+"""RSA keys shorter than this are skipped: they can be factored."""
 
 
 class KeySetError(ValueError):
@@ -105,7 +111,20 @@ def _unusable(entry: object) -> str | None:
         return "key is private"
     if entry.get("use", "sig") != "sig":
         return "key is not for signatures"
+    if entry["kty"] == "RSA" and _modulus_bits(entry.get("n")) < _MIN_RSA_BITS:
+        return f"RSA key is shorter than {_MIN_RSA_BITS} bits"
     return None
+
+
+def _modulus_bits(n: object) -> int:
+    """Return the size of a JWK's base64url modulus, 0 if it is unreadable."""
+    if not isinstance(n, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
 
 
 def _fits(entry: Mapping[str, Any], algorithm: str) -> bool:
