@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from authz import observability
 from authz.decision import Decision, KeyLookup, decide
 from authz.keys import KeySet
 from authz.policy import Policy, load
@@ -118,3 +120,12 @@ def server(ca: tuple[trustme.CA, Path]) -> Iterator[KeyServer]:
     key_server = KeyServer(ca=ca[0], ca_file=ca[1]).start()
     yield key_server
     key_server.stop()
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Capture the JSON log lines the server writes."""
+    stream = io.StringIO()
+    observability.configure(stream=stream)
+    yield stream
+    observability.configure()

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
-import pytest
 import structlog
 
 from authz import observability
 from authz.testing import LocalIssuer
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Capture the JSON log lines."""
-    stream = io.StringIO()
-    observability.configure(stream=stream)
-    yield stream
-    observability.configure()
 
 
 def test_credentials_are_redacted_everywhere(

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz import observability
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import (
     external_auth_pb2,
@@ -27,15 +25,6 @@ from authz.testing import LocalIssuer
 from conftest import ECHO
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Capture the JSON log lines the server writes."""
-    stream = io.StringIO()
-    observability.configure(stream=stream)
-    yield stream
-    observability.configure()
 
 
 def _request(
