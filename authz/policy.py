@@ -40,7 +40,9 @@ __all__ = [
     "load",
 ]
 
-Algorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+Algorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
+]
 HeaderName = Annotated[
     StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-_]*$", max_length=128)
 ]

@@ -7,6 +7,7 @@ It is not used when serving.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jose import jwk, jws
 
 __all__ = ["CLUSTER_ISSUER", "LocalIssuer"]
@@ -59,7 +60,7 @@ class LocalIssuer:
     def public_jwk(self) -> dict[str, Any]:
         """Return the public key as a JWK with this issuer's kid."""
         document: dict[str, Any] = jwk.construct(
-            self.public_pem, self.algorithm
+            self.public_pem, _jose_family(self.algorithm)
         ).to_dict()
         document.update(kid=self.kid, use="sig", alg=self.algorithm)
         return document
@@ -109,10 +110,52 @@ class LocalIssuer:
     ) -> str:
         """Sign arbitrary claims with this issuer's key and kid."""
         extra = {"kid": self.kid, **(headers or {})}
+        if self.algorithm.startswith("PS"):
+            return self._sign_pss(claims, extra)
         token: str = jws.sign(
             claims, self._private_pem, headers=extra, algorithm=self.algorithm
         )
         return token
+
+    def _sign_pss(
+        self, claims: dict[str, Any], headers: dict[str, Any], salt: int | None = None
+    ) -> str:
+        """Sign with RSASSA-PSS, which python-jose cannot do."""
+        header = {"alg": self.algorithm, "typ": "JWT", **headers}
+        signing_input = f"{_b64json(header)}.{_b64json(claims)}"
+        digest = _PSS_HASHES[self.algorithm]()
+        key = serialization.load_pem_private_key(self._private_pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        pss = padding.PSS(
+            mgf=padding.MGF1(digest),
+            salt_length=digest.digest_size if salt is None else salt,
+        )
+        signature = key.sign(signing_input.encode("ascii"), pss, digest)
+        return f"{signing_input}.{_b64(signature)}"
+
+    def sign_pss_with_salt(self, claims: dict[str, Any], salt: int) -> str:
+        """Sign with PSS and a salt length other than RFC 7518's, for tests."""
+        return self._sign_pss(claims, {"kid": self.kid}, salt)
+
+
+_PSS_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "PS256": hashes.SHA256,
+    "PS384": hashes.SHA384,
+    "PS512": hashes.SHA512,
+}
+
+
+def _jose_family(algorithm: str) -> str:
+    """Return an algorithm python-jose knows for the same key type."""
+    return "RS" + algorithm[2:] if algorithm.startswith("PS") else algorithm
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64json(value: dict[str, Any]) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 def _new_private_key(algorithm: str) -> bytes:

@@ -210,42 +210,43 @@ def test_two_issuers_and_no_cross_signing(
 ) -> None:
     """Each issuer's tokens verify only with that issuer's keys; EC works."""
     rsa_issuer = LocalIssuer(issuer=server.url)
+    other_rsa = LocalIssuer(issuer="https://other-cluster.example.test")
     ec_issuer = LocalIssuer(issuer="https://oidc.example.test", algorithm="ES256")
     server.jwks = {"keys": [rsa_issuer.public_jwk()]}
-    ec_jwks = tmp_path / "ec.json"
-    ec_issuer.write_jwks(ec_jwks)
-    policy = _policy(tmp_path, server)
-    text = (
-        (tmp_path / "policy.yaml")
-        .read_text()
-        .replace(
-            "routes:",
-            f"  - issuer: {ec_issuer.issuer}\n    jwks_file: {ec_jwks}\n"
-            "    algorithms: [ES256]\nroutes:",
+    _policy(tmp_path, server)
+    extra = ""
+    for signer in (other_rsa, ec_issuer):
+        jwks = signer.write_jwks(tmp_path / f"{signer.kid}.json")
+        extra += (
+            f"  - issuer: {signer.issuer}\n    jwks_file: {jwks}\n"
+            f"    algorithms: [{signer.algorithm}]\n"
         )
-    )
+    text = (tmp_path / "policy.yaml").read_text().replace("routes:", extra + "routes:")
     (tmp_path / "policy.yaml").write_text(text)
     policy = load(tmp_path / "policy.yaml")
-    # Claims naming the RSA issuer, signed with the EC issuer's key and kid.
-    forged = ec_issuer.sign({**rsa_issuer.claims(audience=AUDIENCE)})
+    claims_a = rsa_issuer.claims(audience=AUDIENCE)
+    # Claims naming issuer A, signed with another trusted issuer's key:
+    tokens = {
+        "rsa": rsa_issuer.mint(audience=AUDIENCE),
+        "other_rsa": other_rsa.mint(audience=AUDIENCE),
+        "ec": ec_issuer.mint(audience=AUDIENCE),
+        "b_key_b_kid": other_rsa.sign(claims_a),
+        "b_key_a_kid": other_rsa.sign(claims_a, headers={"kid": rsa_issuer.kid}),
+        "ec_key": ec_issuer.sign(claims_a),
+    }
 
-    async def run() -> list[Any]:
+    async def run() -> dict[str, Any]:
         store = KeyStore(policy)
         await store.load_all()
         async with check_stub(policy, store) as stub:
-            tokens = [
-                rsa_issuer.mint(audience=AUDIENCE),
-                ec_issuer.mint(audience=AUDIENCE),
-                forged,
-            ]
-            return [await _check(stub, t) for t in tokens]
+            return {name: await _check(stub, t) for name, t in tokens.items()}
 
-    rsa, ec, cross = asyncio.run(run())
+    replies = asyncio.run(run())
 
-    assert rsa.status.code == GrpcCode.OK
-    assert ec.status.code == GrpcCode.OK
-    assert cross.status.code == GrpcCode.UNAUTHENTICATED
-    assert cross.status.message in (Reason.KEY_UNKNOWN, Reason.ALGORITHM_NOT_ALLOWED)
+    assert [replies[n].status.code for n in ("rsa", "other_rsa", "ec")] == [0, 0, 0]
+    assert replies["b_key_b_kid"].status.message == Reason.KEY_UNKNOWN
+    assert replies["b_key_a_kid"].status.message == Reason.SIGNATURE_INVALID
+    assert replies["ec_key"].status.message == Reason.ALGORITHM_NOT_ALLOWED
 
 
 def _health(port: int) -> int:

@@ -114,7 +114,8 @@ def _replay(
 
 
 def _truncated(token: str) -> str:
-    return f"{token[:10]}…"
+    """Describe a token without printing any of it."""
+    return f"<{len(token)}-byte token>"
 
 
 def _identity_lines(response: httpx.Response) -> list[str]:

@@ -1,8 +1,10 @@
 """An issuer's signing keys, as read from a JWKS document.
 
 A key verifies a token only with an algorithm that fits it: RSA keys of at
-least 2048 bits for RS*, EC keys for the ES* of their own curve. A key's
-`alg` and `use`, when the document states them, narrow that further.
+least 2048 bits for RS* and PS*, EC keys for the ES* of their own curve. A
+key's `alg` and `use`, when the document states them, narrow that further.
+python-jose verifies RS* and ES*; it has no RSASSA-PSS, so PS* signatures
+are checked here with `cryptography`, the same library jose calls.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from jose import jwk
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jose import jwk, jws
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
-__all__ = ["ALGORITHMS", "KeySet", "KeySetError"]
+__all__ = ["ALGORITHMS", "KeySet", "KeySetError", "Verifier"]
 
 _LOG = structlog.get_logger(__name__)
 
@@ -26,6 +31,9 @@ ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "RS256": ("RSA", None),
     "RS384": ("RSA", None),
     "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
     "ES256": ("EC", "P-256"),
     "ES384": ("EC", "P-384"),
     "ES512": ("EC", "P-521"),
@@ -41,12 +49,60 @@ class KeySetError(ValueError):
     """A JWKS document that cannot be used at all."""
 
 
+class Verifier(Protocol):
+    """One key prepared for one algorithm."""
+
+    def verify(self, compact: str) -> bool:
+        """Tell whether the signature of a compact JWS is this key's."""
+
+
+@dataclass(frozen=True)
+class _JoseVerifier:
+    """RS* and ES*, verified by python-jose with exactly one algorithm."""
+
+    key: Key
+    algorithm: str
+
+    def verify(self, compact: str) -> bool:
+        try:
+            jws.verify(compact, self.key, algorithms=[self.algorithm])
+        except JOSEError:
+            return False
+        return True
+
+
+_PSS_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "PS256": hashes.SHA256,
+    "PS384": hashes.SHA384,
+    "PS512": hashes.SHA512,
+}
+
+
+@dataclass(frozen=True)
+class _PssVerifier:
+    """RSASSA-PSS as RFC 7518 (3.5) has it: MGF1 and salt of the hash's size."""
+
+    key: rsa.RSAPublicKey
+    algorithm: str
+
+    def verify(self, compact: str) -> bool:
+        signing_input, _, signature = compact.rpartition(".")
+        digest = _PSS_HASHES[self.algorithm]()
+        pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        try:
+            raw = _b64decode(signature)
+            self.key.verify(raw, signing_input.encode("ascii"), pss, digest)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class KeySet:
     """Public keys by `kid`, with verifiers built once per algorithm."""
 
     keys: Mapping[str, Mapping[str, Any]]
-    _verifiers: dict[tuple[str, str], Key] = field(
+    _verifiers: dict[tuple[str, str], Verifier] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -83,7 +139,7 @@ class KeySet:
         """Tell whether a key with this id is in the set."""
         return kid in self.keys
 
-    def verifier(self, kid: str, algorithm: str) -> Key | None:
+    def verifier(self, kid: str, algorithm: str) -> Verifier | None:
         """Return the key `kid` prepared for `algorithm`, or None if unfit."""
         cached = self._verifiers.get((kid, algorithm))
         if cached is not None:
@@ -92,12 +148,27 @@ class KeySet:
         entry = self.keys.get(kid)
         if entry is None or not _fits(entry, algorithm):
             return None
-        try:
-            verifier = jwk.construct(dict(entry), algorithm)
-        except JOSEError:
-            return None
-        self._verifiers[(kid, algorithm)] = verifier
+        verifier = _prepare(entry, algorithm)
+        if verifier is not None:
+            self._verifiers[(kid, algorithm)] = verifier
         return verifier
+
+
+def _prepare(entry: Mapping[str, Any], algorithm: str) -> Verifier | None:
+    """Build the verifier of a fitting key, or None if the key is unreadable."""
+    if algorithm in _PSS_HASHES:
+        modulus, exponent = _b64int(entry.get("n")), _b64int(entry.get("e"))
+        if not modulus or not exponent:
+            return None
+        try:
+            public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+        except ValueError:
+            return None
+        return _PssVerifier(public, algorithm)
+    try:
+        return _JoseVerifier(jwk.construct(dict(entry), algorithm), algorithm)
+    except JOSEError:
+        return None
 
 
 def _unusable(entry: object) -> str | None:
@@ -118,13 +189,25 @@ def _unusable(entry: object) -> str | None:
 
 def _modulus_bits(n: object) -> int:
     """Return the size of a JWK's base64url modulus, 0 if it is unreadable."""
-    if not isinstance(n, str):
+    return _b64int(n).bit_length()
+
+
+def _b64int(value: object) -> int:
+    """Return a JWK's base64url big-endian integer, 0 if it is unreadable."""
+    if not isinstance(value, str):
         return 0
     try:
-        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
-    except (binascii.Error, ValueError):
+        return int.from_bytes(_b64decode(value), "big")
+    except ValueError:
         return 0
-    return int.from_bytes(raw, "big").bit_length()
+
+
+def _b64decode(segment: str) -> bytes:
+    """Decode unpadded base64url, raising ValueError on anything else."""
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error as error:
+        raise ValueError(str(error)) from None
 
 
 def _fits(entry: Mapping[str, Any], algorithm: str) -> bool:

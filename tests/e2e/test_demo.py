@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 DEMO_SECONDS = 120
-JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
 def test_demo_passes_and_prints_no_token(tmp_path: Path) -> None:
-    """`python -m authz.demo` exits 0 and prints tokens only truncated."""
+    """`python -m authz.demo` exits 0 and prints no part of any token."""
     done = subprocess.run(
         [sys.executable, "-m", "authz.demo", "--work", str(tmp_path)],
         capture_output=True,
@@ -23,5 +22,5 @@ def test_demo_passes_and_prints_no_token(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "demo ok: 3/3" in done.stdout
-    assert "Bearer eyJhbGciOi…" in done.stdout
-    assert not JWT.search(done.stdout + done.stderr)
+    assert re.search(r"authorization: Bearer <\d+-byte token>", done.stdout)
+    assert "eyJ" not in done.stdout + done.stderr
