@@ -21,7 +21,7 @@ from authz.decision import Decision, decide
 from authz.keys.store import KeyStore
 from authz.policy import Policy, PolicyError, load
 from authz.request import HttpRequest
-from authz.server import serve
+from authz.server import ListenError, serve
 
 __all__ = ["main"]
 
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         return result
-    except (PolicyError, _UsageError) as error:
+    except (PolicyError, ListenError, _UsageError) as error:
         print(f"authz: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -85,10 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     policy = load(args.config)
     observability.configure()
-    try:
-        asyncio.run(serve(policy, args.listen, args.wait_for_keys))
-    except RuntimeError as error:
-        raise _UsageError(f"cannot serve on {args.listen}: {error}") from None
+    asyncio.run(serve(policy, args.listen, args.wait_for_keys))
     return EXIT_ALLOWED
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,12 +22,19 @@ from authz.keys.store import KeyStore
 from authz.policy import Policy
 from authz.transport import AuthorizationService
 
-__all__ = ["build", "serve", "set_serving"]
+__all__ = ["ListenError", "build", "probe_listen", "serve", "set_serving"]
 
 _LOG = structlog.get_logger(__name__)
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _GRACE_SECONDS = 5.0
 _READY_POLL_SECONDS = 0.2
+# gRPC binds with SO_REUSEPORT by default: a second server on the same port
+# would silently take half the checks, perhaps with an older policy.
+_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class ListenError(Exception):
+    """The address to listen on cannot be used; the message says why."""
 
 
 async def serve(policy: Policy, listen: str, wait_for_keys: bool = False) -> None:
@@ -33,12 +43,17 @@ async def serve(policy: Policy, listen: str, wait_for_keys: bool = False) -> Non
     Health reports NOT_SERVING until every issuer has made its first key
     fetch (with `wait_for_keys`, until every issuer has keys), then SERVING.
     """
+    probe_listen(listen)
     keys = KeyStore(policy)
     server, health_servicer = build(policy, keys)
-    server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        raise ListenError(f"cannot serve on {listen}: gRPC cannot bind it") from None
     await set_serving(health_servicer, serving=False)
     await server.start()
-    _LOG.info("server_started", listen=listen)
+    tcp_port = None if listen.startswith("unix:") else port
+    _LOG.info("server_started", listen=listen, port=tcp_port)
 
     await keys.load_all()
     keys.start_refreshing()
@@ -60,9 +75,46 @@ async def _report_ready(keys: KeyStore, health_servicer: Any, require: bool) -> 
     _LOG.info("server_ready")
 
 
+def probe_listen(listen: str) -> None:
+    """Raise `ListenError` with the system's reason if `listen` is unusable.
+
+    gRPC only says that binding failed, on stderr; binding once here first
+    names the cause (address in use, unknown host, missing folder).
+    """
+    try:
+        if listen.startswith("unix:"):
+            _probe_unix(Path(listen.removeprefix("unix:")))
+        else:
+            _probe_tcp(listen)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ListenError(f"cannot serve on {listen}: {reason}") from None
+
+
+def _probe_unix(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is not a folder")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path.parent} is not writable")
+    if path.exists() and not path.is_socket():
+        raise ValueError(f"{path} exists and is not a socket")
+
+
+def _probe_tcp(listen: str) -> None:
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT (port 0-65535) or unix:PATH")
+    family, kind, _, _, address = socket.getaddrinfo(
+        host.strip("[]"), int(port), type=socket.SOCK_STREAM
+    )[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
 def build(policy: Policy, keys: KeyStore) -> tuple[grpc.aio.Server, Any]:
     """Return an unstarted server with Check, health and reflection."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=_OPTIONS)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationService(policy, keys), server
     )

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
+from authz.keys.store import KeyStore
+from authz.policy import Policy
+from authz.server import build
 from authz.testing import LocalIssuer
 
+from checkserver import bearer, check_request
 from conftest import ECHO
 
 
@@ -154,3 +165,102 @@ def test_bad_policy_exits_2_naming_file_and_line(tmp_path: Path) -> None:
 def test_missing_arguments_exit_2() -> None:
     """Missing required arguments are a usage error."""
     assert _authz("check").returncode == 2
+
+
+def _serve(policy_dir: Path, listen: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "authz", "serve"]
+    command += ["--config", str(policy_dir / "policy.yaml"), "--listen", listen]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _check_over(target: str, token: str, attempts: int = 100) -> Any:
+    """Send one Check to `target`, retrying while the server starts."""
+
+    async def ask() -> Any:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            request = check_request(ECHO, headers=bearer(token))
+            return await stub.Check(request, timeout=2, wait_for_ready=True)
+
+    for _ in range(attempts):
+        try:
+            return asyncio.run(ask())
+        except grpc.RpcError:
+            time.sleep(0.1)
+    raise AssertionError(f"no answer from {target}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_on_a_unix_socket_and_stop_on_a_signal(
+    tmp_path: Path, policy_dir: Path, issuer: LocalIssuer, stop: signal.Signals
+) -> None:
+    """`--listen unix:PATH` answers Check; SIGTERM and SIGINT stop it cleanly."""
+    socket_path = tmp_path / "authz.sock"
+    process = _serve(policy_dir, f"unix:{socket_path}")
+    try:
+        token = issuer.mint(service_account="oidc-test", audience=ECHO)
+        reply = _check_over(f"unix:{socket_path}", token)
+    finally:
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=20)
+
+    assert reply.status.code == 0
+    assert process.returncode == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events[-2:] == ["server_stopping", "server_stopped"]
+    assert token not in out + err
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["256.0.0.1:9001", "127.0.0.1:99999", "9001", "unix:/nonexistent/dir/sock"],
+)
+def test_serve_on_an_unusable_address_exits_2(policy_dir: Path, listen: str) -> None:
+    """An address that cannot be bound is one line and exit 2."""
+    result = _authz("serve", "--config", policy_dir / "policy.yaml", "--listen", listen)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"authz: error: cannot serve on {listen}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_second_server_on_a_taken_port_is_refused(
+    policy_dir: Path, issuer: LocalIssuer
+) -> None:
+    """A second `authz serve` on a port in use exits 2; the first keeps it."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{free.getsockname()[1]}"
+    first = _serve(policy_dir, listen)
+    try:
+        _check_over(listen, issuer.mint(audience=ECHO))
+        second = _authz(
+            "serve", "--config", policy_dir / "policy.yaml", "--listen", listen
+        )
+    finally:
+        first.terminate()
+        first.communicate(timeout=20)
+
+    assert second.returncode == 2
+    assert second.stderr == (
+        f"authz: error: cannot serve on {listen}: Address already in use\n"
+    )
+
+
+def test_grpc_refuses_to_share_a_port(policy: Policy) -> None:
+    """Two servers built by `build` cannot bind one port (no SO_REUSEPORT)."""
+
+    async def bind_twice() -> None:
+        first, _ = build(policy, KeyStore(policy))
+        port = first.add_insecure_port("127.0.0.1:0")
+        await first.start()
+        try:
+            second, _ = build(policy, KeyStore(policy))
+            with pytest.raises(RuntimeError):
+                second.add_insecure_port(f"127.0.0.1:{port}")
+        finally:
+            await first.stop(None)
+
+    asyncio.run(bind_twice())
