@@ -30,3 +30,17 @@ def test_in_cluster_policy_loads() -> None:
 
     assert policy.issuers[0].in_cluster
     assert [route.name for route in policy.routes] == ["health", "echo-server"]
+
+
+def test_istio_policy_loads(tmp_path: Path) -> None:
+    """The shared server's policy, inlined in its ConfigMap, loads."""
+    documents = YAML(typ="safe").load_all(
+        (MANIFESTS / "istio" / "authz.yaml").read_text()
+    )
+    config = next(d for d in documents if d["kind"] == "ConfigMap")
+    (tmp_path / "policy.yaml").write_text(config["data"]["policy.yaml"])
+
+    policy = load(tmp_path / "policy.yaml")
+
+    assert policy.issuers[0].in_cluster
+    assert policy.route("echo-server.echo-server", "/", "GET") is not None
