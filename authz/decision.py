@@ -133,6 +133,8 @@ def _verify(
     issuer = policy.issuer(token.issuer)
     if issuer is None:
         raise DenyError(Reason.ISSUER_UNKNOWN, "iss names no trusted issuer")
+    if not route.accepts_issuer(issuer.issuer):
+        raise DenyError(Reason.ISSUER_NOT_ALLOWED, "the route does not accept iss")
     keyset = keys(issuer.issuer)
     if keyset is None:
         raise DenyError(Reason.KEYS_UNAVAILABLE, "the issuer's keys are not loaded")

@@ -59,6 +59,14 @@ class PolicyError(Exception):
     """A policy file that cannot be used; the message is one line."""
 
 
+class _At(ValueError):
+    """A problem found across keys that belongs to one of them."""
+
+    def __init__(self, message: str, *where: int | str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -162,6 +170,7 @@ class Route(_Strict):
     methods: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
     audiences: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
     service_accounts: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
+    issuers: tuple[NonEmpty, ...] | None = Field(default=None, min_length=1)
     public: StrictBool = False
 
     @field_validator("hosts")
@@ -195,8 +204,10 @@ class Route(_Strict):
 
     @model_validator(mode="after")
     def _protected_or_public(self) -> Self:
-        if self.public and (self.audiences or self.service_accounts):
-            raise ValueError("a public route takes no audiences or service_accounts")
+        if self.public and (self.audiences or self.service_accounts or self.issuers):
+            raise ValueError(
+                "a public route takes no audiences, service_accounts or issuers"
+            )
         if not self.public and not self.audiences:
             raise ValueError("a protected route needs audiences")
         if not self.public and not self.service_accounts:
@@ -211,6 +222,10 @@ class Route(_Strict):
             return False
         return self.paths is None or any(_under(path, p) for p in self.paths)
 
+    def accepts_issuer(self, issuer: str) -> bool:
+        """Tell whether tokens of `issuer` may be presented on this route."""
+        return self.issuers is None or issuer in self.issuers
+
     def permits(self, identity: Identity) -> bool:
         """Tell whether the service account may call this route."""
         for allowed in self.service_accounts or ():
@@ -221,6 +236,27 @@ class Route(_Strict):
             ):
                 return True
         return False
+
+
+def _first_repeat(values: list[str]) -> int | None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return index
+        seen.add(value)
+    return None
+
+
+def _check_route_issuers(route: Route, issuers: list[str], index: int) -> None:
+    """Refuse a route naming an unknown issuer, or silent about several."""
+    for position, name in enumerate(route.issuers or ()):
+        if name not in issuers:
+            message = f"{name!r} is not one of the policy's issuers"
+            raise _At(message, "routes", index, "issuers", position)
+    if len(issuers) > 1 and not route.public and route.issuers is None:
+        # default/oidc-test of one cluster is not default/oidc-test of another.
+        message = "with several issuers, a protected route lists those it accepts"
+        raise _At(message, "routes", index, "name")
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -240,11 +276,14 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
         issuers = [i.issuer for i in self.issuers]
-        if len(set(issuers)) != len(issuers):
-            raise ValueError("each issuer may appear only once")
-        names = [r.name for r in self.routes]
-        if len(set(names)) != len(names):
-            raise ValueError("route names must be unique")
+        index = _first_repeat(issuers)
+        if index is not None:
+            raise _At("each issuer may appear only once", "issuers", index, "issuer")
+        index = _first_repeat([r.name for r in self.routes])
+        if index is not None:
+            raise _At("route names must be unique", "routes", index, "name")
+        for index, route in enumerate(self.routes):
+            _check_route_issuers(route, issuers, index)
         return self
 
     def issuer(self, iss: str) -> IssuerConfig | None:
@@ -301,7 +340,10 @@ def _plain(node: Any) -> Any:
 
 def _describe(path: Path, tree: Any, error: ValidationError) -> str:
     first = error.errors()[0]
-    location = first["loc"]
+    location = tuple(first["loc"])
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _At):
+        location += cause.where
     key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location)
     message = first["msg"].removeprefix("Value error, ").replace("tuple", "list")
     more = len(error.errors()) - 1

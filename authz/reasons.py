@@ -41,6 +41,7 @@ class Reason(enum.StrEnum):
     CRITICAL_HEADER_UNSUPPORTED = "critical_header_unsupported"
     ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
     ISSUER_UNKNOWN = "issuer_unknown"
+    ISSUER_NOT_ALLOWED = "issuer_not_allowed"
     KEY_UNKNOWN = "key_unknown"
     KEY_ALGORITHM_MISMATCH = "key_algorithm_mismatch"
     SIGNATURE_INVALID = "signature_invalid"
@@ -89,6 +90,7 @@ OUTCOMES: dict[Reason, Outcome] = {
     Reason.CRITICAL_HEADER_UNSUPPORTED: _UNAUTHENTICATED,
     Reason.ALGORITHM_NOT_ALLOWED: _UNAUTHENTICATED,
     Reason.ISSUER_UNKNOWN: _UNAUTHENTICATED,
+    Reason.ISSUER_NOT_ALLOWED: _UNAUTHENTICATED,
     Reason.KEY_UNKNOWN: _UNAUTHENTICATED,
     Reason.KEY_ALGORITHM_MISMATCH: _UNAUTHENTICATED,
     Reason.SIGNATURE_INVALID: _UNAUTHENTICATED,

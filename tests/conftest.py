@@ -21,12 +21,15 @@ from keyserver import KeyServer
 
 ECHO = "echo-server.echo-server.svc.cluster.local"
 API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+OTHER_CLUSTER = "https://other-cluster.example.test"
 
 POLICY = """\
 issuers:
   - issuer: https://kubernetes.default.svc.cluster.local
     jwks_file: jwks.json
     algorithms: [RS256, ES256]
+  - issuer: https://other-cluster.example.test
+    jwks_file: jwks.json
 headers:
   downstream:
     user: gap-auth
@@ -39,12 +42,14 @@ routes:
     paths: [/admin]
     audiences: [echo-server.echo-server.svc.cluster.local]
     service_accounts: [ops/*]
+    issuers: [https://kubernetes.default.svc.cluster.local]
   - name: echo-server
     hosts: [echo-server.echo-server.svc.cluster.local]
     paths: [/]
     methods: [GET, HEAD, POST]
     audiences: [echo-server.echo-server.svc.cluster.local]
     service_accounts: [default/oidc-test]
+    issuers: [https://kubernetes.default.svc.cluster.local]
 """
 
 

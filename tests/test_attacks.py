@@ -439,7 +439,8 @@ def _legacy_claims(issuer: str) -> dict[str, Any]:
 def _trusting(policy: Policy, issuer: str) -> Policy:
     """Return the test policy with `issuer` as its one trusted issuer."""
     trusted = policy.issuers[0].model_copy(update={"issuer": issuer})
-    return policy.model_copy(update={"issuers": (trusted,)})
+    routes = tuple(r.model_copy(update={"issuers": None}) for r in policy.routes)
+    return policy.model_copy(update={"issuers": (trusted,), "routes": routes})
 
 
 @pytest.mark.parametrize(

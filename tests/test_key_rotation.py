@@ -221,7 +221,15 @@ def test_two_issuers_and_no_cross_signing(
             f"  - issuer: {signer.issuer}\n    jwks_file: {jwks}\n"
             f"    algorithms: [{signer.algorithm}]\n"
         )
+    names = ", ".join(s.issuer for s in (rsa_issuer, other_rsa, ec_issuer))
     text = (tmp_path / "policy.yaml").read_text().replace("routes:", extra + "routes:")
+    text = text.replace(
+        "  - name: all\n",
+        "  - name: a-only\n    paths: [/a]\n"
+        f"    audiences: [{AUDIENCE}]\n    service_accounts: [default/*]\n"
+        f"    issuers: [{rsa_issuer.issuer}]\n"
+        f"  - name: all\n    issuers: [{names}]\n",
+    )
     (tmp_path / "policy.yaml").write_text(text)
     policy = load(tmp_path / "policy.yaml")
     claims_a = rsa_issuer.claims(audience=AUDIENCE)
@@ -239,7 +247,11 @@ def test_two_issuers_and_no_cross_signing(
         store = KeyStore(policy)
         await store.load_all()
         async with check_stub(policy, store) as stub:
-            return {name: await _check(stub, t) for name, t in tokens.items()}
+            replies = {name: await _check(stub, t) for name, t in tokens.items()}
+            for name in ("rsa", "other_rsa"):
+                request = check_request(AUDIENCE, "/a", bearer(tokens[name]))
+                replies[f"{name} on /a"] = await stub.Check(request, timeout=5)
+            return replies
 
     replies = asyncio.run(run())
 
@@ -247,6 +259,9 @@ def test_two_issuers_and_no_cross_signing(
     assert replies["b_key_b_kid"].status.message == Reason.KEY_UNKNOWN
     assert replies["b_key_a_kid"].status.message == Reason.SIGNATURE_INVALID
     assert replies["ec_key"].status.message == Reason.ALGORITHM_NOT_ALLOWED
+    # A route that names its issuer refuses another cluster's default/*.
+    assert replies["rsa on /a"].status.code == GrpcCode.OK
+    assert replies["other_rsa on /a"].status.message == Reason.ISSUER_NOT_ALLOWED
 
 
 def _health(port: int) -> int:

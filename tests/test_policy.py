@@ -32,28 +32,44 @@ def test_documented_policy_loads_with_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "line", "message"),
     [
-        (("    public: true", "    public: true\n    colour: red"), 12, "colour"),
-        (("    public: true", '    public: "yes"'), 11, "routes[0].public"),
+        (("    public: true", "    public: true\n    colour: red"), 14, "colour"),
+        (("    public: true", '    public: "yes"'), 13, "routes[0].public"),
         (
             (
                 "    audiences: [echo-server.echo-server.svc.cluster.local]\n"
                 "    service_accounts: [ops/*]",
                 "",
             ),
-            12,
+            14,
             "routes[1]: a protected route needs audiences",
         ),
         (
             ("  - name: health", "  - name: health\n    name: again"),
-            10,
+            12,
             "duplicate key",
         ),
         (("[RS256, ES256]", "[HS256]"), 4, "issuers[0].algorithms[0]"),
         (("[RS256, ES256]", "[none]"), 4, "issuers[0].algorithms[0]"),
-        (("[ops/*]", "[ops]"), 16, "NAMESPACE/NAME"),
-        (("    paths: [/healthz]", "    paths: [healthz]"), 10, "start with /"),
+        (("[ops/*]", "[ops]"), 18, "NAMESPACE/NAME"),
+        (("    paths: [/healthz]", "    paths: [healthz]"), 12, "start with /"),
         (("jwks_file: jwks.json", "jwks_uri: http://plain"), 3, "jwks_uri"),
-        (("routes:", "routes: ["), 9, "expected"),
+        (("routes:", "routes: ["), 11, "expected"),
+        (
+            ("    issuers: [https://kubernetes.default.svc.cluster.local]\n", ""),
+            14,
+            "routes[1].name: with several issuers",
+        ),
+        (
+            ("issuers: [https://kubernetes", "issuers: [https://unknown"),
+            19,
+            "routes[1].issuers[0]: 'https://unknown.default.svc.cluster.local' is not",
+        ),
+        (("  - name: admin", "  - name: health"), 14, "routes[1].name: route names"),
+        (
+            ("other-cluster.example.test", "kubernetes.default.svc.cluster.local"),
+            5,
+            "issuers[1].issuer: each issuer",
+        ),
     ],
 )
 def test_bad_policy_names_file_line_and_key(

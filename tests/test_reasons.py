@@ -21,7 +21,7 @@ from authz.reasons import OUTCOMES, GrpcCode, Reason
 from authz.testing import LocalIssuer
 from authz.transport import AuthorizationService
 
-from conftest import ECHO, Check
+from conftest import ECHO, OTHER_CLUSTER, Check
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -85,6 +85,11 @@ CASES: dict[Reason, Case] = {
     ),
     Reason.ISSUER_UNKNOWN: lambda c, i, p: c(
         LocalIssuer(issuer="https://elsewhere.example").mint(audience=ECHO)
+    ),
+    Reason.ISSUER_NOT_ALLOWED: lambda c, i, p: c(
+        LocalIssuer(issuer=OTHER_CLUSTER).mint(
+            service_account="oidc-test", audience=ECHO
+        )
     ),
     Reason.KEY_UNKNOWN: lambda c, i, p: c(
         LocalIssuer(issuer=i.issuer).mint(audience=ECHO)
