@@ -24,6 +24,12 @@ def _b64json(value: object) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def _keys_for_any_alg(signer: LocalIssuer) -> KeySet:
+    """Publish the signer's key without `alg`, so only its type limits it."""
+    jwk = {k: v for k, v in signer.public_jwk().items() if k != "alg"}
+    return KeySet.from_jwks({"keys": [jwk]})
+
+
 def _verify(token: str, keys: KeySet, *algorithms: str) -> str:
     """Verify `token` and return the service account, or the deny reason."""
     issuer = Issuer(ISSUER, algorithms, 30)
@@ -83,9 +89,8 @@ def test_rsa_padding_or_hash_other_than_the_header_says(
     _, payload, signature = signer.mint(audience=AUDIENCE).split(".")
     header = {"alg": claimed, "kid": signer.kid}
     forged = ".".join((_b64json(header), payload, signature))
-    any_rsa_alg = {k: v for k, v in signer.public_jwk().items() if k != "alg"}
 
-    keys = KeySet.from_jwks({"keys": [any_rsa_alg]})
+    keys = _keys_for_any_alg(signer)
     assert _verify(forged, keys, signed_as, claimed) == Reason.SIGNATURE_INVALID
 
 
@@ -110,16 +115,12 @@ def test_key_type_that_does_not_fit_the_algorithm(
 ) -> None:
     """A token whose alg needs another key type or curve finds no verifier."""
     key = LocalIssuer(issuer=ISSUER, algorithm=key_algorithm)
-    token = LocalIssuer(issuer=ISSUER, algorithm=token_algorithm, kid=key.kid).mint(
-        audience=AUDIENCE
-    )
-    jwk = {k: v for k, v in key.public_jwk().items() if k != "alg"}
+    other = LocalIssuer(issuer=ISSUER, algorithm=token_algorithm, kid=key.kid)
+    token = other.mint(audience=AUDIENCE)
 
-    keys = KeySet.from_jwks({"keys": [jwk]})
-    assert (
-        _verify(token, keys, key_algorithm, token_algorithm)
-        == Reason.KEY_ALGORITHM_MISMATCH
-    )
+    keys = _keys_for_any_alg(key)
+    verdict = _verify(token, keys, key_algorithm, token_algorithm)
+    assert verdict == Reason.KEY_ALGORITHM_MISMATCH
 
 
 def test_jwk_alg_narrows_what_an_rsa_key_verifies() -> None:
