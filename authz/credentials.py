@@ -39,7 +39,9 @@ def bearer_token(request: HttpRequest, max_bytes: int) -> str:
     if len(token.encode("utf-8", "surrogatepass")) > max_bytes:
         raise DenyError(Reason.TOKEN_TOO_LARGE, f"token is over {max_bytes} bytes")
     if separator != " " or not _TOKEN68.fullmatch(token):
-        raise DenyError(Reason.AUTHORIZATION_MALFORMED, "Bearer value is malformed")
+        raise DenyError(
+            Reason.AUTHORIZATION_MALFORMED, "the value after the scheme is malformed"
+        )
     return token
 
 

@@ -21,10 +21,12 @@ REDACTED = "[redacted]"
 _SENSITIVE_KEYS = re.compile(
     r"authorization|cookie|token|secret|password|credential", re.IGNORECASE
 )
-_SECRET_TEXT = re.compile(
-    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a JWS in compact form
-    r"|(?i:bearer|basic)\s+[^\s,;\"']+"  # an Authorization value
-)
+# Both patterns are linear in their input: a token-shaped run is matched
+# whole, from where it starts, and judged by `_scrub_run`.
+_RUN = re.compile(r"[A-Za-z0-9_.-]+")
+_AUTHORIZATION_VALUE = re.compile(r"(?i:bearer|basic)\s+[^\s,;\"']+")
+_MAX_CHARS = 1024
+"""Longer values are cut, after redaction, so a log line stays a line."""
 
 
 def redact(
@@ -35,13 +37,13 @@ def redact(
         if key != "event" and _SENSITIVE_KEYS.search(key):
             event[key] = REDACTED
         else:
-            event[key] = _scrub(value)
+            event[key] = _scrub(value, limit=key != "exception")
     return event
 
 
-def _scrub(value: Any) -> Any:
+def _scrub(value: Any, limit: bool = True) -> Any:
     if isinstance(value, str):
-        return _SECRET_TEXT.sub(REDACTED, value)
+        return _shorten(_scrub_text(value)) if limit else _scrub_text(value)
     if isinstance(value, dict):
         return {
             k: REDACTED if _SENSITIVE_KEYS.search(str(k)) else _scrub(v)
@@ -50,6 +52,26 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+def _scrub_text(text: str) -> str:
+    text = _AUTHORIZATION_VALUE.sub(REDACTED, text)
+    return _RUN.sub(_scrub_run, text)
+
+
+def _scrub_run(match: re.Match[str]) -> str:
+    """Redact a JWS in compact form (`eyJ...` and two dots) inside one run."""
+    run = match.group()
+    start = run.find("eyJ")
+    if start < 0 or run.count(".", start) < 2:
+        return run
+    return run[:start] + REDACTED
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= _MAX_CHARS:
+        return text
+    return f"{text[:_MAX_CHARS]}...[{len(text) - _MAX_CHARS} more chars]"
 
 
 def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:

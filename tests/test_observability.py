@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 import structlog
 
 from authz import observability
@@ -47,3 +48,43 @@ def test_hostnames_are_not_mistaken_for_tokens(logs: io.StringIO) -> None:
         json.loads(logs.getvalue())["host"]
         == "echo-server.echo-server.svc.cluster.local"
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "hostile",
+    ["eyJ" * 1_000_000, "eyJ" * 500_000 + ".x", "a." * 1_000_000, "Bearer\t" * 400_000],
+    ids=["eyJ-run", "eyJ-run-one-dot", "dotted-run", "bearer-runs"],
+)
+def test_hostile_values_are_redacted_in_one_pass(
+    logs: io.StringIO, hostile: str
+) -> None:
+    """Megabytes of token-like text are redacted and cut, not backtracked over.
+
+    A pattern that backtracks took seconds per 60 KB here, on the event loop
+    that answers every check; the timeout is the bound, not a benchmark.
+    """
+    structlog.get_logger("test").info("decision", path="/" + hostile)
+
+    line = json.loads(logs.getvalue())
+    assert len(line["path"]) < 1100
+    assert line["path"].endswith("more chars]")
+
+
+def test_token_after_long_text_is_redacted_before_the_cut(
+    logs: io.StringIO, issuer: LocalIssuer
+) -> None:
+    """A JWT beyond the length limit is redacted, then the value is cut."""
+    token = issuer.mint(audience="a")
+    structlog.get_logger("test").info("x", request_id="a" * 1000 + "-" + token)
+
+    text = logs.getvalue()
+    assert token.split(".")[0] not in text
+    assert token.split(".")[1][:20] not in text
+
+
+def test_deny_details_stay_readable(logs: io.StringIO) -> None:
+    """Our own detail texts are not mistaken for credentials."""
+    structlog.get_logger("test").info("x", detail="the value after the scheme")
+
+    assert json.loads(logs.getvalue())["detail"] == "the value after the scheme"
