@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+import httpx
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +39,7 @@ __all__ = [
     "PolicyError",
     "Route",
     "UpstreamHeaders",
+    "check_https_url",
     "load",
 ]
 
@@ -71,7 +74,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-HttpsUrl = Annotated[StrictStr, StringConstraints(pattern=r"^https://[^\s]+$")]
+def check_https_url(value: object) -> str:
+    """Return `value` if httpx can fetch it over HTTPS, else raise ValueError."""
+    if not isinstance(value, str) or not _URL_TEXT.fullmatch(value):
+        raise ValueError("not an https:// URL of printable ASCII")
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError):
+        raise ValueError("not a valid URL") from None
+    if url.scheme != "https" or not url.host:
+        raise ValueError("not an https:// URL with a host")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("port out of range")
+    return value
+
+
+_URL_TEXT = re.compile(r"https://[\x21-\x7e]{1,2048}")
+HttpsUrl = Annotated[StrictStr, AfterValidator(check_https_url)]
 IN_CLUSTER_API = "https://kubernetes.default.svc"
 IN_CLUSTER_SECRETS = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

@@ -30,6 +30,7 @@ class KeyServer:
     jwks: dict[str, Any] = field(default_factory=lambda: {"keys": []})
     discovery: dict[str, Any] | None = None
     mode: str = "ok"
+    raw_jwks: bytes | None = None
     required_token: str | None = None
     hits: Counter[str] = field(default_factory=Counter)
     tokens_seen: list[str | None] = field(default_factory=list)
@@ -82,13 +83,17 @@ def _handler(state: KeyServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(500, {"error": "boom"})
             elif state.required_token and sent != f"Bearer {state.required_token}":
                 self._reply(401, {"error": "unauthorized"})
+            elif self.path == "/jwks" and state.raw_jwks is not None:
+                self._send(200, state.raw_jwks)
             elif (document := state.document(self.path)) is None:
                 self._reply(404, {"error": "not found"})
             else:
                 self._reply(200, document)
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            raw = json.dumps(body).encode()
+            self._send(status, json.dumps(body).encode())
+
+        def _send(self, status: int, raw: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))

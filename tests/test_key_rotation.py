@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.keys import store as store_module
 from authz.keys.sources import KeySourceError
 from authz.keys.store import KeyStore
 from authz.policy import Policy, load
@@ -319,3 +321,70 @@ def _poll_health(port: int, until: int, limit: float = 20.0) -> int:
             break
         time.sleep(0.2)
     return status
+
+
+def test_refresh_outlives_an_unexpected_error(
+    tmp_path: Path, server: KeyServer, monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    """A bug in a fetch is logged with its traceback and retried, not fatal."""
+    signer = LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [signer.public_jwk()]}
+    keys = KeyStore(_policy(tmp_path, server)).issuers[server.url]
+    real = store_module.read_keys
+    calls: list[int] = []
+
+    async def flaky(config: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RecursionError("a bug")
+        return await real(config)
+
+    monkeypatch.setattr(store_module, "read_keys", flaky)
+
+    async def run() -> bool:
+        refresh = asyncio.create_task(keys.run())
+        for _ in range(100):
+            if keys.keyset is not None:
+                break
+            await asyncio.sleep(0.05)
+        alive = not refresh.done()
+        refresh.cancel()
+        return alive
+
+    assert asyncio.run(run())
+    assert keys.keyset is not None
+    assert len(calls) == 2
+    failure = json.loads(logs.getvalue().splitlines()[0])
+    assert failure["event"] == "keys_fetch_failed"
+    assert "RecursionError" in failure["exception"]
+
+
+def test_key_removed_after_a_garbage_answer_stops_verifying(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A nested-JSON answer between two refreshes leaves the refresh working."""
+    kept, dropped = LocalIssuer(issuer=server.url), LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [kept.public_jwk(), dropped.public_jwk()]}
+    policy = _policy(tmp_path, server)
+    keys = KeyStore(policy)
+    issuer = keys.issuers[server.url]
+    token = dropped.mint(audience=AUDIENCE)
+
+    async def run() -> list[Any]:
+        await keys.load_all()
+        async with check_stub(policy, keys) as stub:
+            before = await _check(stub, token)
+            server.raw_jwks = b"[" * 100_000
+            with pytest.raises(KeySourceError):
+                await issuer.fetch()
+            during = await _check(stub, token)
+            server.raw_jwks = None
+            server.jwks = {"keys": [kept.public_jwk()]}
+            await issuer.fetch()
+            return [before, during, await _check(stub, token)]
+
+    before, during, after = asyncio.run(run())
+
+    assert before.status.code == GrpcCode.OK
+    assert during.status.code == GrpcCode.OK  # the last good keys still serve
+    assert after.status.message == Reason.KEY_UNKNOWN

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from authz.decision import decide
-from authz.keys.store import KeyStore
+from authz.keys.sources import KeySourceError
+from authz.keys.store import IssuerKeys, KeyStore
 from authz.policy import Policy, load
 from authz.reasons import Reason
 from authz.request import HttpRequest
@@ -190,3 +194,108 @@ def test_in_cluster_uses_mounted_credentials(tmp_path: Path) -> None:
     assert issuer.discovery_document_url == (
         "https://kubernetes.default.svc/.well-known/openid-configuration"
     )
+
+
+def _issuer_keys(tmp_path: Path, server: KeyServer, **extra: Any) -> IssuerKeys:
+    config = {"issuer": server.url, "jwks_uri": f"{server.url}/jwks", **extra}
+    policy = _policy(tmp_path, [{**config, "ca_file": server.ca_file}])
+    return KeyStore(policy).issuers[server.url]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"keys":' * 50_000, b"\xff\xfe", b"[]", b'{"keys": "x"}'],
+    ids=["nested-arrays", "nested-objects", "not-utf8", "array", "keys-not-list"],
+)
+def test_hostile_key_document_is_a_fetch_failure(
+    tmp_path: Path, server: KeyServer, body: bytes
+) -> None:
+    """Whatever the key server sends, a fetch fails as a KeySourceError."""
+    keys = _issuer_keys(tmp_path, server)
+    server.raw_jwks = body
+
+    with pytest.raises(KeySourceError):
+        asyncio.run(keys.fetch())
+    assert keys.keyset is None
+    assert keys.attempted
+
+
+def _broken(issuer: LocalIssuer, **changes: str) -> dict[str, Any]:
+    return {**issuer.public_jwk(), **changes}
+
+
+def test_keys_that_cannot_be_built_are_skipped(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A JWK with bad material is dropped at load; its kid is simply unknown."""
+    good = LocalIssuer(issuer=server.url)
+    rsa_bad = LocalIssuer(issuer=server.url)
+    ec_bad = LocalIssuer(issuer=server.url, algorithm="ES256")
+    p384 = LocalIssuer(issuer=server.url, algorithm="ES384").public_jwk()
+    server.jwks = {
+        "keys": [
+            good.public_jwk(),
+            _broken(rsa_bad, e="!!!"),
+            _broken(rsa_bad, kid="even-exponent", e="AAAC"),
+            _broken(ec_bad, x=ec_bad.public_jwk()["y"]),
+            {**p384, "kid": "p384-as-p256", "crv": "P-256", "alg": "ES256"},
+            {**good.public_jwk(), "kid": "wrong-alg", "alg": "RSA-OAEP"},
+        ]
+    }
+    policy = _policy(
+        tmp_path,
+        [
+            {
+                "issuer": server.url,
+                "jwks_uri": f"{server.url}/jwks",
+                "ca_file": server.ca_file,
+                "algorithms": ["RS256", "ES256"],
+            }
+        ],
+    )
+    store = _store(policy)
+
+    keyset = store.lookup(server.url)
+    assert keyset is not None
+    assert keyset.kids == {good.kid}
+    for signer in (rsa_bad, ec_bad):
+        assert _decide(store, policy, signer.mint(audience=AUDIENCE)) is (
+            Reason.KEY_UNKNOWN
+        )
+    assert _decide(store, policy, good.mint(audience=AUDIENCE)) is Reason.ALLOWED
+
+
+@pytest.mark.parametrize(
+    "jwks_uri",
+    ["https://127.0.0.1:99999/jwks", "https://[::1/jwks", "http://plain/jwks", 42],
+)
+def test_discovery_advertising_an_unusable_jwks_uri(
+    tmp_path: Path, server: KeyServer, jwks_uri: object
+) -> None:
+    """A discovery document's jwks_uri is held to the policy's own URL rules."""
+    server.discovery = {"issuer": server.url, "jwks_uri": jwks_uri}
+    policy = _policy(tmp_path, [{"issuer": server.url, "ca_file": server.ca_file}])
+    keys = KeyStore(policy).issuers[server.url]
+
+    with pytest.raises(KeySourceError, match="jwks_uri"):
+        asyncio.run(keys.fetch())
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["tok\u00e9n", "first-line\nsecond SECRETPART", "two words", ""],
+    ids=["non-ascii", "two-lines", "space", "empty"],
+)
+def test_bearer_token_file_a_header_cannot_carry(
+    tmp_path: Path, server: KeyServer, logs: io.StringIO, content: str
+) -> None:
+    """A token file that is not one printable word fails the fetch, unquoted."""
+    token_file = tmp_path / "token"
+    token_file.write_text(content, encoding="utf-8")
+    keys = _issuer_keys(tmp_path, server, bearer_token_file=token_file)
+
+    with pytest.raises(KeySourceError, match="not one printable word") as failed:
+        asyncio.run(keys.fetch())
+
+    assert server.hits["/jwks"] == 0
+    assert "SECRETPART" not in str(failed.value) + logs.getvalue()

@@ -162,12 +162,12 @@ def _prepare(entry: Mapping[str, Any], algorithm: str) -> Verifier | None:
             return None
         try:
             public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
-        except ValueError:
+        except (ValueError, TypeError):
             return None
         return _PssVerifier(public, algorithm)
     try:
         return _JoseVerifier(jwk.construct(dict(entry), algorithm), algorithm)
-    except JOSEError:
+    except Exception:  # jose raises JOSEError, ValueError or TypeError
         return None
 
 
@@ -184,6 +184,11 @@ def _unusable(entry: object) -> str | None:
         return "key is not for signatures"
     if entry["kty"] == "RSA" and _modulus_bits(entry.get("n")) < _MIN_RSA_BITS:
         return f"RSA key is shorter than {_MIN_RSA_BITS} bits"
+    fitting = [alg for alg in ALGORITHMS if _fits(entry, alg)]
+    if not fitting:
+        return "no supported algorithm fits the key's kty, crv and alg"
+    if any(_prepare(entry, alg) is None for alg in fitting):
+        return "key material is not a valid public key"
     return None
 
 

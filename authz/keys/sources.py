@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import httpx
 
 from authz.keys.keyset import KeySet, KeySetError
-from authz.policy import IssuerConfig
+from authz.policy import IssuerConfig, check_https_url
 
 __all__ = ["MAX_DOCUMENT_BYTES", "KeySourceError", "read_keys"]
 
 MAX_DOCUMENT_BYTES = 1 << 20
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]{1,16384}")
 
 
 class KeySourceError(Exception):
@@ -48,9 +50,10 @@ async def _discover(client: httpx.AsyncClient, issuer: IssuerConfig) -> str:
     if document.get("issuer") != issuer.issuer:
         raise KeySourceError(f"{url}: the document names another issuer")
     jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
-        raise KeySourceError(f"{url}: jwks_uri is missing or not https")
-    return jwks_uri
+    try:
+        return check_https_url(jwks_uri)
+    except ValueError as error:
+        raise KeySourceError(f"{url}: jwks_uri: {error}") from None
 
 
 def _client(issuer: IssuerConfig) -> httpx.AsyncClient:
@@ -78,8 +81,13 @@ async def _get(client: httpx.AsyncClient, url: str) -> bytes:
                 if len(body) > MAX_DOCUMENT_BYTES:
                     raise KeySourceError(f"{url}: over {MAX_DOCUMENT_BYTES} bytes")
             return bytes(body)
-    except httpx.HTTPError as error:
-        raise KeySourceError(f"{url}: {type(error).__name__}: {error}") from None
+    except httpx.TransportError as error:
+        # Connection, TLS and timeout errors say where it failed; protocol
+        # errors may quote the request's headers, so only their kind is told.
+        detail = "" if isinstance(error, httpx.ProtocolError) else f": {error}"
+        raise KeySourceError(f"{url}: {type(error).__name__}{detail}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        raise KeySourceError(f"{url}: {type(error).__name__}") from None
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -98,16 +106,20 @@ def _read_file(path: Path) -> bytes:
 
 def _read_token(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
+        token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise KeySourceError(f"{path}: cannot read bearer token: {error}") from None
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise KeySourceError(f"{path}: cannot read bearer token: {reason}") from None
+    if not _HEADER_TOKEN.fullmatch(token):
+        raise KeySourceError(f"{path}: the bearer token is not one printable word")
+    return token
 
 
 def _json(raw: bytes, origin: str) -> dict[str, Any]:
     try:
         document = json.loads(raw)
-    except ValueError:
-        raise KeySourceError(f"{origin}: not JSON") from None
+    except (ValueError, RecursionError):
+        raise KeySourceError(f"{origin}: not JSON, or nested too deep") from None
     if not isinstance(document, dict):
         raise KeySourceError(f"{origin}: not a JSON object")
     return document

@@ -110,18 +110,21 @@ class IssuerKeys:
         )
 
     async def _load(self) -> None:
+        """Fetch once; any failure, even a bug, leaves a `KeySourceError`.
+
+        Only `KeySourceError` is retried, so nothing else may escape: an
+        unexpected error would end the refresh for good and keep keys the
+        issuer has dropped verifying.
+        """
         self.fetches += 1
         try:
             keyset = await read_keys(self.config)
         except KeySourceError as error:
-            _LOG.error(
-                "keys_fetch_failed",
-                issuer=self.config.issuer,
-                error=str(error),
-                serving_cached=self.keyset is not None,
-                keys_age_seconds=_rounded(self.age_seconds),
-            )
+            self._log_failure(str(error))
             raise
+        except Exception as error:
+            self._log_failure(f"unexpected {type(error).__name__}", exc_info=True)
+            raise KeySourceError(f"unexpected {type(error).__name__}") from error
         finally:
             self.attempted = True
 
@@ -134,6 +137,16 @@ class IssuerKeys:
             kids=sorted(keyset.kids),
             added=sorted(keyset.kids - previous),
             removed=sorted(previous - keyset.kids),
+        )
+
+    def _log_failure(self, error: str, exc_info: bool = False) -> None:
+        _LOG.error(
+            "keys_fetch_failed",
+            issuer=self.config.issuer,
+            error=error,
+            serving_cached=self.keyset is not None,
+            keys_age_seconds=_rounded(self.age_seconds),
+            exc_info=exc_info,
         )
 
 
