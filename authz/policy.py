@@ -8,6 +8,7 @@ naming the file, the line and the key.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -26,9 +27,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
+from authz.reasons import DenyError
+from authz.request import normalize_host, normalize_path
 from authz.tokens import Identity, Issuer
 
 __all__ = [
@@ -195,16 +200,18 @@ class Route(_Strict):
 
     @field_validator("hosts")
     @classmethod
-    def _hosts_lowercase(cls, hosts: tuple[str, ...] | None) -> Any:
-        if hosts and any(":" in h or h != h.lower() for h in hosts):
-            raise ValueError("hosts are lowercase names without a port")
+    def _hosts_as_matched(cls, hosts: tuple[str, ...] | None) -> Any:
+        for index, host in enumerate(hosts or ()):
+            _as_matched(host, normalize_host, "a lowercase name without port", index)
         return hosts
 
     @field_validator("paths")
     @classmethod
-    def _paths_absolute(cls, paths: tuple[str, ...] | None) -> Any:
-        if paths and any(not p.startswith("/") or "?" in p for p in paths):
-            raise ValueError("paths start with / and have no query")
+    def _paths_as_matched(cls, paths: tuple[str, ...] | None) -> Any:
+        for index, path in enumerate(paths or ()):
+            if not path.startswith("/") or "?" in path:
+                raise _At("paths start with / and have no query", index)
+            _as_matched(path, normalize_path, "a normalised path", index)
         return paths
 
     @field_validator("methods")
@@ -256,6 +263,23 @@ class Route(_Strict):
             ):
                 return True
         return False
+
+
+def _as_matched(
+    value: str, normalize: Callable[[str], str], form: str, index: int
+) -> None:
+    """Refuse a route entry that no request could match as written.
+
+    Requests are normalised before matching, so an entry must already be in
+    that form; `Example.com.` or `/caf%c3%a9` would silently never match and
+    let requests fall through to a later, perhaps public, route.
+    """
+    try:
+        normalized = normalize(value)
+    except DenyError:
+        raise _At(f"{value!r} can never match a request", index) from None
+    if normalized != value:
+        raise _At(f"{value!r} is not {form}: write {normalized!r}", index)
 
 
 def _first_repeat(values: list[str]) -> int | None:
@@ -319,10 +343,24 @@ def load(path: Path) -> Policy:
     """Read and validate a policy file, or raise `PolicyError`."""
     tree = _read_yaml(path)
     try:
-        policy = Policy.model_validate(_plain(tree))
+        plain = _plain(tree, [_MAX_VALUES])
+    except (_TooLarge, RecursionError):
+        message = f"more than {_MAX_VALUES} values once aliases are expanded"
+        raise PolicyError(f"{path}: {message}, or nested too deep") from None
+    try:
+        policy = Policy.model_validate(plain)
     except ValidationError as error:
         raise PolicyError(_describe(path, tree, error)) from None
     return _resolve_files(policy, path.parent)
+
+
+_MAX_VALUES = 1_000_000
+"""A policy expanding to more values than this is refused (YAML aliases can
+multiply a small file into billions)."""
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _read_yaml(path: Path) -> Any:
@@ -338,20 +376,36 @@ def _read_yaml(path: Path) -> Any:
         line = error.problem_mark.line + 1 if error.problem_mark else "?"
         problem = " ".join((error.problem or "invalid YAML").split())
         raise PolicyError(f"{path}:{line}: {problem}") from None
+    except ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        character = chr(error.character) if isinstance(error.character, int) else ""
+        message = f"character {character!r} is not allowed in YAML"
+        raise PolicyError(f"{path}:{line}: {message}") from None
     except YAMLError as error:
-        raise PolicyError(f"{path}: invalid YAML: {error}") from None
+        raise PolicyError(
+            f"{path}: invalid YAML: {' '.join(str(error).split())}"
+        ) from None
+    except RecursionError:
+        raise PolicyError(f"{path}: nested too deep") from None
 
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def _plain(node: Any) -> Any:
-    """Turn ruamel's round-trip nodes into plain dicts, lists and scalars."""
+def _plain(node: Any, budget: list[int]) -> Any:
+    """Turn ruamel's round-trip nodes into plain dicts, lists and scalars.
+
+    `budget` holds how many more values may be made; aliases are expanded,
+    so it is what keeps a small hostile file from taking all memory.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): _plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, budget) for v in node]
     for kind in (bool, int, float, str):
         if isinstance(node, kind):
             return kind(node)
@@ -359,18 +413,32 @@ def _plain(node: Any) -> Any:
 
 
 def _describe(path: Path, tree: Any, error: ValidationError) -> str:
-    first = error.errors()[0]
+    problems = _real_problems(error.errors())
+    first = problems[0]
     location = tuple(first["loc"])
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, _At):
         location += cause.where
     key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location)
     message = first["msg"].removeprefix("Value error, ").replace("tuple", "list")
-    more = len(error.errors()) - 1
+    more = len(problems) - 1
     suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     return (
         f"{path}:{_line(tree, location)}: {key[1:] or 'top level'}: {message}{suffix}"
     )
+
+
+def _real_problems(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop "too short" errors for lists whose only item was itself refused."""
+
+    def echo(problem: ErrorDetails) -> bool:
+        loc = problem["loc"]
+        return problem["type"] == "too_short" and any(
+            other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc)
+            for other in errors
+        )
+
+    return [problem for problem in errors if not echo(problem)] or errors
 
 
 def _line(tree: Any, location: tuple[int | str, ...]) -> int:
@@ -381,8 +449,9 @@ def _line(tree: Any, location: tuple[int | str, ...]) -> int:
         lc = getattr(node, "lc", None)
         if lc is None:
             break
-        if isinstance(node, dict) and part in node:
-            line = lc.key(part)[0]
+        if isinstance(node, dict) and (key := _original_key(node, part)) is not None:
+            line = lc.key(key)[0]
+            part = key
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             line = lc.item(part)[0]
         else:
@@ -390,6 +459,11 @@ def _line(tree: Any, location: tuple[int | str, ...]) -> int:
             break
         node = node[part]
     return line + 1
+
+
+def _original_key(node: dict[Any, Any], part: int | str) -> Any:
+    """Return the YAML key that `_plain` turned into `part`, if any."""
+    return next((key for key in node if str(key) == str(part)), None)
 
 
 def _resolve_files(policy: Policy, base: Path) -> Policy:

@@ -93,3 +93,74 @@ def test_missing_policy_file(tmp_path: Path) -> None:
     """A policy file that does not exist is one readable line."""
     with pytest.raises(PolicyError, match="No such file"):
         load(tmp_path / "absent.yaml")
+
+
+def _laughs() -> str:
+    """A few hundred bytes whose aliases expand to a billion strings."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join([*lines, "issuers: *a8", ""])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("issuers: " + "[" * 20_000 + "]" * 20_000, None, "nested too deep"),
+        (_laughs(), None, "more than 1000000 values"),
+        ("issuers:\n  - issuer: https://i\x01\n", 2, "character '\\x01' is not"),
+        (POLICY + "1: x\n", 27, "1: Extra inputs are not permitted"),
+    ],
+    ids=["deep-nesting", "billion-laughs", "control-character", "number-key"],
+)
+def test_hostile_yaml_is_one_line(
+    tmp_path: Path, text: str, line: int | None, message: str
+) -> None:
+    """YAML built to exhaust the parser gets one line too, quickly."""
+    path = _write(tmp_path, text)
+
+    with pytest.raises(PolicyError) as error:
+        load(path)
+
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert str(error.value).startswith(where)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"),
+    [
+        ("jwks_file: jwks.json", "jwks_uri: https://127.0.0.1:99999/k", 3, "port"),
+        ("jwks_file: jwks.json", "jwks_uri: 'https://[::1/k'", 3, "not a valid URL"),
+        ("jwks_file: jwks.json", "discovery_url: https:///x", 3, "with a host"),
+        ("[/healthz]", "[/healthz/../admin]", 12, "write '/admin'"),
+        ("[/healthz]", "[/a%2fb]", 12, "can never match"),
+        ("[/healthz]", "[/caf%c3%a9]", 12, "write '/caf%C3%A9'"),
+        ("[echo-server.echo-server.svc.cluster.local]", "[Echo.example]", 15, "echo"),
+        ("[echo-server.echo-server.svc.cluster.local]", "[a.example.]", 15, "write"),
+        ("[echo-server.echo-server.svc.cluster.local]", "['*.example']", 15, "never"),
+    ],
+)
+def test_entries_no_request_could_match_are_refused(
+    tmp_path: Path, old: str, new: str, line: int, message: str
+) -> None:
+    """URLs httpx cannot fetch and hosts or paths in a form never matched."""
+    path = _write(tmp_path, POLICY.replace(old, new, 1))
+
+    with pytest.raises(PolicyError) as error:
+        load(path)
+
+    assert str(error.value).startswith(f"{path}:{line}: ")
+    assert message in str(error.value)
+
+
+def test_one_refused_item_is_one_problem(tmp_path: Path) -> None:
+    """A list whose only item is refused is not also reported as empty."""
+    path = _write(tmp_path, POLICY.replace("[ops/*]", "[ops]"))
+
+    with pytest.raises(PolicyError) as error:
+        load(path)
+
+    assert "more problem" not in str(error.value)
