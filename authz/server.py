@@ -11,13 +11,11 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authz._proto.envoy.service.auth.v3 import (
-    external_auth_pb2,
-    external_auth_pb2_grpc,
-)
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.keys.store import KeyStore
 from authz.policy import Policy
 from authz.transport import AuthorizationService
@@ -43,6 +41,7 @@ async def serve(policy: Policy, listen: str, wait_for_keys: bool = False) -> Non
     Health reports NOT_SERVING until every issuer has made its first key
     fetch (with `wait_for_keys`, until every issuer has keys), then SERVING.
     """
+    stop = _stop_on_signal()
     probe_listen(listen)
     keys = KeyStore(policy)
     server, health_servicer = build(policy, keys)
@@ -55,20 +54,22 @@ async def serve(policy: Policy, listen: str, wait_for_keys: bool = False) -> Non
     tcp_port = None if listen.startswith("unix:") else port
     _LOG.info("server_started", listen=listen, port=tcp_port)
 
-    await keys.load_all()
-    keys.start_refreshing()
-    readiness = asyncio.create_task(_report_ready(keys, health_servicer, wait_for_keys))
-
-    await _wait_for_signal()
+    # Keys load while checks are already answered (keys_unavailable until
+    # then), and a signal during a slow first fetch still drains cleanly.
+    startup = asyncio.create_task(_start_keys(keys, health_servicer, wait_for_keys))
+    await stop.wait()
     _LOG.info("server_stopping", grace_seconds=_GRACE_SECONDS)
-    readiness.cancel()
+    startup.cancel()
+    await asyncio.gather(startup, return_exceptions=True)
     await set_serving(health_servicer, serving=False)
     await server.stop(_GRACE_SECONDS)
     await keys.stop()
     _LOG.info("server_stopped")
 
 
-async def _report_ready(keys: KeyStore, health_servicer: Any, require: bool) -> None:
+async def _start_keys(keys: KeyStore, health_servicer: Any, require: bool) -> None:
+    await keys.load_all()
+    keys.start_refreshing()
     while not keys.ready(require_keys=require):
         await asyncio.sleep(_READY_POLL_SECONDS)
     await set_serving(health_servicer, serving=True)
@@ -115,8 +116,13 @@ def _probe_tcp(listen: str) -> None:
 def build(policy: Policy, keys: KeyStore) -> tuple[grpc.aio.Server, Any]:
     """Return an unstarted server with Check, health and reflection."""
     server = grpc.aio.server(options=_OPTIONS)
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(policy, keys), server
+    check = grpc.unary_unary_rpc_method_handler(
+        AuthorizationService(policy, keys).Check,
+        request_deserializer=_read_check_request,
+        response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_SERVICE, {"Check": check}),)
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -124,6 +130,18 @@ def build(policy: Policy, keys: KeyStore) -> tuple[grpc.aio.Server, Any]:
         (_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     return server, health_servicer
+
+
+def _read_check_request(data: bytes) -> external_auth_pb2.CheckRequest | None:
+    """Parse a CheckRequest; None if it is not one, so Check still answers.
+
+    With the generated deserializer, bytes that do not parse (a string field
+    that is not UTF-8, say) end the call with a gRPC error instead of a deny.
+    """
+    try:
+        return external_auth_pb2.CheckRequest.FromString(data)
+    except DecodeError:
+        return None
 
 
 async def set_serving(servicer: Any, serving: bool) -> None:
@@ -137,9 +155,9 @@ async def set_serving(servicer: Any, serving: bool) -> None:
         await servicer.set(name, status)
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signal() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop

@@ -42,13 +42,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
     async def Check(
         self,
-        request: external_auth_pb2.CheckRequest,
+        request: external_auth_pb2.CheckRequest | None,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> external_auth_pb2.CheckResponse:
-        """Decide one request and translate the decision for Envoy."""
+        """Decide one request and translate the decision for Envoy.
+
+        `request` is None when the bytes received were not a CheckRequest.
+        """
         started = time.perf_counter()
         http: HttpRequest | None = None
         try:
+            if request is None:
+                raise DenyError(Reason.REQUEST_INVALID, "not a CheckRequest")
             http = to_http_request(request)
             decision = await self._decide(http, context)
         except DenyError as error:
@@ -156,6 +161,7 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
 
 
 _FALLBACK = to_check_response(Decision(Reason.INTERNAL_ERROR))
+_EMPTY = external_auth_pb2.CheckRequest()
 
 
 def _safe_response(decision: Decision) -> external_auth_pb2.CheckResponse:
@@ -169,10 +175,10 @@ def _safe_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 def _log_decision(
     decision: Decision,
     http: HttpRequest | None,
-    request: external_auth_pb2.CheckRequest,
+    request: external_auth_pb2.CheckRequest | None,
     started: float,
 ) -> None:
-    attributes = request.attributes.request.http
+    attributes = (request or _EMPTY).attributes.request.http
     _LOG.info(
         "decision",
         request_id=http.request_id if http else attributes.id,

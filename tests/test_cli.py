@@ -23,6 +23,7 @@ from authz.testing import LocalIssuer
 
 from checkserver import bearer, check_request
 from conftest import ECHO
+from keyserver import KeyServer
 
 
 def _authz(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -264,3 +265,33 @@ def test_grpc_refuses_to_share_a_port(policy: Policy) -> None:
             await first.stop(None)
 
     asyncio.run(bind_twice())
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_hanging_first_key_fetch_drains(
+    tmp_path: Path, server: KeyServer, stop: signal.Signals
+) -> None:
+    """A stop while the key server hangs is as clean as any other stop."""
+    server.mode = "hang"
+    (tmp_path / "policy.yaml").write_text(
+        "issuers:\n"
+        f"  - issuer: {server.url}\n"
+        f"    jwks_uri: {server.url}/jwks\n"
+        f"    ca_file: {server.ca_file}\n"
+        "    fetch_timeout_seconds: 30.0\n"
+        "routes:\n  - name: all\n    public: true\n",
+        encoding="utf-8",
+    )
+    process = _serve(tmp_path, f"unix:{tmp_path / 'authz.sock'}")
+    for _ in range(100):
+        if server.hits["/jwks"]:
+            break
+        time.sleep(0.1)
+    process.send_signal(stop)
+    out, err = process.communicate(timeout=20)
+
+    assert server.hits["/jwks"] == 1
+    assert process.returncode == 0, err
+    assert err == ""
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events[-2:] == ["server_stopping", "server_stopped"]

@@ -14,7 +14,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import (
     external_auth_pb2,
-    external_auth_pb2_grpc,
 )
 from authz.keys.store import KeyStore
 from authz.policy import Policy
@@ -42,8 +41,13 @@ def _request(
     return request
 
 
-def _call(policy: Policy, *requests: external_auth_pb2.CheckRequest) -> list[Any]:
-    """Start a server on a free port, send each request, stop the server."""
+def _call(
+    policy: Policy, *requests: external_auth_pb2.CheckRequest | bytes
+) -> list[Any]:
+    """Start a server on a free port, send each request, stop the server.
+
+    A request given as bytes is sent as they are, parsed or not.
+    """
 
     async def run() -> list[Any]:
         keys = KeyStore(policy)
@@ -54,9 +58,13 @@ def _call(policy: Policy, *requests: external_auth_pb2.CheckRequest) -> list[Any
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                check = channel.unary_unary(
+                    "/envoy.service.auth.v3.Authorization/Check",
+                    request_serializer=_serialize,
+                    response_deserializer=external_auth_pb2.CheckResponse.FromString,
+                )
                 health_stub = health_pb2_grpc.HealthStub(channel)
-                answers = [await stub.Check(r, timeout=10) for r in requests]
+                answers = [await check(r, timeout=10) for r in requests]
                 status = await health_stub.Check(health_pb2.HealthCheckRequest())
                 assert status.status == health_pb2.HealthCheckResponse.SERVING
                 return answers
@@ -64,6 +72,10 @@ def _call(policy: Policy, *requests: external_auth_pb2.CheckRequest) -> list[Any
             await server.stop(None)
 
     return asyncio.run(run())
+
+
+def _serialize(request: external_auth_pb2.CheckRequest | bytes) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
 
 
 def _headers(options: Any) -> dict[str, str]:
@@ -168,3 +180,28 @@ def test_one_log_line_per_decision_without_the_token(
         "echo-server",
     )
     assert first["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda raw: raw.replace(b"PLACEHOLDER", b"\xff\xfe\xfdPLACEHO"),
+        lambda raw: raw[:-3],
+        lambda raw: b"\x0a\xff\xff\xff\xff\x0f",
+    ],
+    ids=["not-utf8", "truncated", "bad-length"],
+)
+def test_bytes_that_are_not_a_check_request_are_denied(
+    policy: Policy, logs: io.StringIO, corrupt: Any
+) -> None:
+    """Undecodable bytes get a CheckResponse deny, not a gRPC error."""
+    request = _request({"authorization": "Bearer PLACEHOLDER"})
+    raw = corrupt(request.SerializeToString())
+
+    (response,) = _call(policy, raw)
+
+    assert response.status.code == GrpcCode.INVALID_ARGUMENT
+    assert response.denied_response.status.code == 400
+    assert json.loads(response.denied_response.body)["reason"] == "request_invalid"
+    line = json.loads(logs.getvalue().splitlines()[-1])
+    assert (line["event"], line["reason"]) == ("decision", "request_invalid")
