@@ -1,7 +1,8 @@
 """The `authz` command: `serve` runs the server, `check` decides offline.
 
 Exit codes: 0 allowed (or a clean stop), 1 denied, 2 a usage or policy
-error, which is printed as one line on stderr.
+error, 3 a bug; errors are printed as one line on stderr (set AUTHZ_DEBUG=1
+for a bug's traceback).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ __all__ = ["main"]
 EXIT_ALLOWED = 0
 EXIT_DENIED = 1
 EXIT_USAGE = 2
+EXIT_BUG = 3
 
 
 class _UsageError(Exception):
@@ -45,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if os.environ.get("AUTHZ_DEBUG") == "1":
+            traceback.print_exc()
+        name = type(error).__name__
+        print(f"authz: error: unexpected {name}, a bug", file=sys.stderr)
+        return EXIT_BUG
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from authz import cli
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from authz.keys.store import KeyStore
 from authz.policy import Policy
@@ -295,3 +296,22 @@ def test_signal_during_a_hanging_first_key_fetch_drains(
     assert err == ""
     events = [json.loads(line)["event"] for line in out.splitlines()]
     assert events[-2:] == ["server_stopping", "server_stopped"]
+
+
+def test_a_bug_is_exit_3_and_one_line(
+    policy_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unexpected error is not mistaken for a deny (1) or a usage error (2)."""
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "decide", broken)
+
+    policy = str(policy_dir / "policy.yaml")
+    code = cli.main(["check", "--config", policy, "--host", ECHO, "--path", "/"])
+
+    assert code == 3
+    assert capsys.readouterr().err == "authz: error: unexpected RuntimeError, a bug\n"
