@@ -28,11 +28,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/decide.py
-	$(BIN)/python bench/keys.py
+	GRPC_VERBOSITY=ERROR $(BIN)/python bench/decide.py
+	GRPC_VERBOSITY=ERROR $(BIN)/python bench/keys.py
 
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

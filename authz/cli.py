@@ -101,15 +101,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     policy = load(args.config)
-    observability.configure(stream=sys.stderr, level=logging.WARNING)
+    observability.configure(stream="stderr", level=logging.WARNING)
     headers = []
     if args.token_file is not None:
         headers.append(("authorization", f"Bearer {_read_token(args.token_file)}"))
     request = HttpRequest(args.method, args.host, args.path, tuple(headers))
 
     decision = asyncio.run(_decide_offline(request, policy))
-    print(json.dumps(_report(decision), indent=2))
+    _print(json.dumps(_report(decision), indent=2))
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
+
+
+def _print(text: str) -> None:
+    """Print, ignoring a reader that went away: the exit code still tells."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null, or the flush at exit fails again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 async def _decide_offline(request: HttpRequest, policy: Policy) -> Decision:
@@ -144,4 +153,5 @@ def _report(decision: Decision) -> dict[str, Any]:
             "issuer": identity.issuer,
         },
         "upstream_headers": dict(decision.upstream_headers),
+        "downstream_headers": dict(decision.downstream_headers),
     }

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -74,8 +74,30 @@ def _shorten(text: str) -> str:
     return f"{text[:_MAX_CHARS]}...[{len(text) - _MAX_CHARS} more chars]"
 
 
-def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Send JSON log lines to `stream` (stdout by default)."""
+class _StandardStream:
+    """`sys.stdout` or `sys.stderr` as it is when a line is written.
+
+    Binding the object itself would keep writing to whatever stood there at
+    configuration time, a replaced or closed stream included.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, text: str) -> int:
+        written: int = getattr(sys, self._name).write(text)
+        return written
+
+    def flush(self) -> None:
+        getattr(sys, self._name).flush()
+
+
+def configure(
+    stream: TextIO | Literal["stdout", "stderr"] = "stdout",
+    level: int = logging.INFO,
+) -> None:
+    """Send JSON log lines to `stream`: standard output by default."""
+    target = _StandardStream(stream) if isinstance(stream, str) else stream
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -86,6 +108,6 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(target),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

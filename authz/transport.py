@@ -181,7 +181,7 @@ def _log_decision(
     attributes = (request or _EMPTY).attributes.request.http
     _LOG.info(
         "decision",
-        request_id=http.request_id if http else attributes.id,
+        request_id=(http.request_id if http else attributes.id) or None,
         decision="allow" if decision.allowed else "deny",
         reason=str(decision.reason),
         status=decision.outcome.http_status,

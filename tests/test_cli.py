@@ -69,6 +69,7 @@ def test_check_allowed_prints_identity_and_exits_0(
     assert report["status"] == 200
     assert report["route"] == "echo-server"
     assert report["identity"]["subject"] == "system:serviceaccount:default:oidc-test"
+    assert report["downstream_headers"] == {"gap-auth": report["identity"]["subject"]}
     assert token.read_text().strip() not in result.stdout + result.stderr
 
 
@@ -315,3 +316,21 @@ def test_a_bug_is_exit_3_and_one_line(
 
     assert code == 3
     assert capsys.readouterr().err == "authz: error: unexpected RuntimeError, a bug\n"
+
+
+def test_reader_gone_keeps_the_decision_exit_code(
+    tmp_path: Path, policy_dir: Path, issuer: LocalIssuer
+) -> None:
+    """`authz check ... | true`: a closed stdout is not a bug; 0 or 1 remains."""
+    token = _token_file(tmp_path, issuer.mint(audience=ECHO))
+    command = [sys.executable, "-m", "authz", "check", "--token-file", str(token)]
+    command += ["--config", str(policy_dir / "policy.yaml"), "--host", ECHO]
+    process = subprocess.Popen(
+        [*command, "--path", "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 1  # default/default may not call echo-server
+    assert err == b""

@@ -388,3 +388,21 @@ def test_key_removed_after_a_garbage_answer_stops_verifying(
     assert before.status.code == GrpcCode.OK
     assert during.status.code == GrpcCode.OK  # the last good keys still serve
     assert after.status.message == Reason.KEY_UNKNOWN
+
+
+def test_failed_start_up_fetch_backs_off_before_retrying(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """The refresh does not repeat a start-up fetch that just failed at once."""
+    server.mode = "error"
+    store = KeyStore(_policy(tmp_path, server))
+    issuer = store.issuers[server.url]
+
+    async def run() -> int:
+        await store.load_all()
+        store.start_refreshing()
+        await asyncio.sleep(0.3)
+        await store.stop()
+        return issuer.fetches
+
+    assert asyncio.run(run()) == 1

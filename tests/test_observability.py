@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
 import pytest
 import structlog
@@ -88,3 +89,20 @@ def test_deny_details_stay_readable(logs: io.StringIO) -> None:
     structlog.get_logger("test").info("x", detail="the value after the scheme")
 
     assert json.loads(logs.getvalue())["detail"] == "the value after the scheme"
+
+
+def test_standard_streams_are_looked_up_when_writing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines go to the current sys.stderr, not one closed since configuring."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    observability.configure(stream="stderr")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    try:
+        structlog.get_logger("test").info("after")
+    finally:
+        observability.configure()
+
+    assert json.loads(second.getvalue())["event"] == "after"

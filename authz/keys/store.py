@@ -29,6 +29,7 @@ __all__ = ["IssuerKeys", "KeyStore"]
 
 _LOG = structlog.get_logger(__name__)
 Clock = Callable[[], float]
+_FIRST_RETRY_SECONDS = 1.0
 
 
 class IssuerKeys:
@@ -81,6 +82,8 @@ class IssuerKeys:
     async def run(self) -> None:
         """Refresh forever: retry until loaded, then once per interval."""
         if self.keyset is None:
+            if self.attempted:  # the start-up fetch just failed: back off first
+                await asyncio.sleep(_FIRST_RETRY_SECONDS)
             await self._fetch_with_retry()
         while True:
             await asyncio.sleep(self.config.refresh_seconds)
