@@ -211,6 +211,10 @@ class Route(_Strict):
         for index, path in enumerate(paths or ()):
             if not path.startswith("/") or "?" in path:
                 raise _At("paths start with / and have no query", index)
+            if "*" in path or (path.endswith("/") and path != "/"):
+                # Prefixes, not patterns: `/admin/` would not cover `/admin`.
+                message = "a path covers itself and all below it: no * or final /"
+                raise _At(message, index)
             _as_matched(path, normalize_path, "a normalised path", index)
         return paths
 

@@ -41,6 +41,9 @@ class HttpRequest:
 _UNRESERVED = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
+_DECODED = _UNRESERVED | frozenset("!$&'()*+,=:@")
+"""Escapes of what a path segment may also hold raw (RFC 3986 pchar, but `;`)
+are decoded before matching: upstream servers read `%3A` as `:`."""
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
@@ -63,7 +66,7 @@ def normalize_method(raw: str) -> str:
 def normalize_path(raw: str) -> str:
     """Return the path routes are matched against, or raise `DenyError`.
 
-    The query is dropped, percent-encoded unreserved characters decoded,
+    The query is dropped, escapes of characters a path may hold raw decoded,
     dot segments removed (RFC 3986, 5.2.4) and repeated slashes merged.
     Whatever an upstream server could read as another path is refused
     rather than guessed at: a fragment, `;` path parameters (raw or
@@ -91,7 +94,7 @@ def normalize_path(raw: str) -> str:
 def _decode_unreserved(path: str) -> str:
     def replace(match: re.Match[str]) -> str:
         code = int(match.group(1), 16)
-        if chr(code) in _UNRESERVED:
+        if chr(code) in _DECODED:
             return chr(code)
         if chr(code) in "/\\;":
             raise DenyError(Reason.PATH_INVALID, "encoded slash, backslash or ;")

@@ -17,6 +17,7 @@ import json
 import string
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.decision import Decision, decide
 from authz.keys import KeySet
-from authz.policy import Policy
+from authz.policy import Policy, load
 from authz.reasons import DenyError, GrpcCode, Reason
 from authz.request import HttpRequest
 from authz.testing import LocalIssuer
@@ -804,6 +805,47 @@ def test_dot_segments_cannot_carry_a_public_path_into_a_protected_route(
 
     _assert_denied(decision, Reason.TOKEN_MISSING)
     assert decision.route == "admin"
+
+
+_FALL_THROUGH = """\
+issuers:
+  - issuer: https://kubernetes.default.svc.cluster.local
+    jwks_file: jwks.json
+routes:
+  - name: secrets
+    paths: [/v1/secrets:reveal, "/users/@me", /files/a+b, "/it's", /a=b]
+    audiences: [echo-server.echo-server.svc.cluster.local]
+    service_accounts: [ops/*]
+  - name: everything-else
+    public: true
+"""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/secrets%3Areveal",
+        "/v1/secrets%3areveal",
+        "/users/%40me",
+        "/files/a%2Bb",
+        "/%69t%27s",
+        "/a%3Db/x",
+        "/v1/secrets%3Areveal/",
+    ],
+)
+def test_encoded_path_characters_cannot_fall_through_to_a_public_route(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str
+) -> None:
+    """`%3A` is `:` to an upstream, so it is `:` when routes are matched."""
+    issuer.write_jwks(tmp_path / "jwks.json")
+    (tmp_path / "policy.yaml").write_text(_FALL_THROUGH, encoding="utf-8")
+    policy = load(tmp_path / "policy.yaml")
+    request = HttpRequest("GET", ECHO, path)
+
+    decision = decide(request, policy, {issuer.issuer: keyset}.get, time.time())
+
+    _assert_denied(decision, Reason.TOKEN_MISSING)
+    assert decision.route == "secrets"
 
 
 @pytest.mark.parametrize(
