@@ -7,6 +7,7 @@ JWT anywhere in a value, the rendered traceback included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -92,12 +93,33 @@ class _StandardStream:
         getattr(sys, self._name).flush()
 
 
+class _Guarded:
+    """A stream whose failures drop the line rather than fail the caller.
+
+    A full disk or a closed pipe must not turn a check into a gRPC error or
+    end the key refresh: the decision matters more than its log line.
+    """
+
+    def __init__(self, stream: TextIO | _StandardStream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
 def configure(
     stream: TextIO | Literal["stdout", "stderr"] = "stdout",
     level: int = logging.INFO,
 ) -> None:
     """Send JSON log lines to `stream`: standard output by default."""
-    target = _StandardStream(stream) if isinstance(stream, str) else stream
+    target = _Guarded(_StandardStream(stream) if isinstance(stream, str) else stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

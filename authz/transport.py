@@ -6,6 +6,7 @@ deny with `internal_error`, logged with its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -64,8 +65,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
         try:
             _log_decision(decision, http, request, started)
-        except Exception:  # a failed log line must not fail the check
-            _LOG.exception("log_failed")
+        except Exception:  # a log line that cannot be made must not fail the check
+            with contextlib.suppress(Exception):
+                _LOG.exception("log_failed")
         return _safe_response(decision)
 
     async def _decide(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz import observability
 from authz.keys import store as store_module
 from authz.keys.sources import KeySourceError
 from authz.keys.store import KeyStore
@@ -406,3 +408,27 @@ def test_failed_start_up_fetch_backs_off_before_retrying(
         return issuer.fetches
 
     assert asyncio.run(run()) == 1
+
+
+def test_refresh_goes_on_when_its_log_cannot_be_written(
+    tmp_path: Path, server: KeyServer
+) -> None:
+    """A full disk under the log does not stop keys from being replaced."""
+    old, new = LocalIssuer(issuer=server.url), LocalIssuer(issuer=server.url)
+    server.jwks = {"keys": [old.public_jwk()]}
+    keys = KeyStore(_policy(tmp_path, server)).issuers[server.url]
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    observability.configure(stream=FullDisk())
+    try:
+        asyncio.run(keys.fetch())
+        server.jwks = {"keys": [new.public_jwk()]}
+        asyncio.run(keys.fetch())
+    finally:
+        observability.configure()
+
+    assert keys.keyset is not None
+    assert keys.keyset.kids == {new.kid}
