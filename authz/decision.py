@@ -95,9 +95,19 @@ def _route(request: HttpRequest, policy: Policy) -> Route:
 
 
 def _allow_public(route: Route, policy: Policy) -> Decision:
-    upstream = policy.headers.upstream
-    removed = (upstream.user, upstream.namespace, upstream.service_account)
+    names = tuple(policy.headers.upstream.named().values())
+    removed = names + _look_alikes(names)
     return Decision(Reason.PUBLIC_ROUTE, route=route.name, headers_to_remove=removed)
+
+
+def _look_alikes(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the `_` and `-` twins of `names`, which many servers read alike.
+
+    Envoy in front of this server may pass `x_auth_request_user` (Istio's
+    proxy does by default), so clients' copies under those names go too.
+    """
+    twins = {twin for n in names for twin in (n.replace("-", "_"), n.replace("_", "-"))}
+    return tuple(sorted(twins - set(names)))
 
 
 def _check_token(
@@ -143,17 +153,19 @@ def _verify(
 
 
 def _allow(route: Route, identity: Identity, policy: Policy) -> Decision:
-    up, down = policy.headers.upstream, policy.headers.downstream
-    values = (identity.subject, identity.namespace, identity.service_account)
-    upstream = zip((up.user, up.namespace, up.service_account), values, strict=True)
-    downstream = zip(
-        (down.user, down.namespace, down.service_account), values, strict=True
-    )
+    values = {
+        "user": identity.subject,
+        "namespace": identity.namespace,
+        "service_account": identity.service_account,
+        "issuer": identity.issuer,
+    }
+    up, down = policy.headers.upstream.named(), policy.headers.downstream.named()
     return Decision(
         Reason.ALLOWED,
         route=route.name,
         identity=identity,
-        upstream_headers=tuple(upstream),
-        downstream_headers=tuple((k, v) for k, v in downstream if k is not None),
+        upstream_headers=tuple((name, values[part]) for part, name in up.items()),
+        downstream_headers=tuple((name, values[part]) for part, name in down.items()),
+        headers_to_remove=_look_alikes(tuple(up.values())),
         issuer=identity.issuer,
     )

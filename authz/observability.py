@@ -57,7 +57,19 @@ def _scrub(value: Any, limit: bool = True) -> Any:
 
 def _scrub_text(text: str) -> str:
     text = _AUTHORIZATION_VALUE.sub(REDACTED, text)
-    return _RUN.sub(_scrub_run, text)
+    return _scrub_userinfo(_RUN.sub(_scrub_run, text))
+
+
+def _scrub_userinfo(text: str) -> str:
+    """Redact what stands before an `@` in a word: `user:password@host`."""
+    if "@" not in text:
+        return text
+    parts = text.split("@")
+    for index, part in enumerate(parts[:-1]):
+        start = max(part.rfind(c) for c in " \t\r\n/\"'") + 1
+        if start < len(part):
+            parts[index] = part[:start] + REDACTED
+    return "@".join(parts)
 
 
 def _scrub_run(match: re.Match[str]) -> str:

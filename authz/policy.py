@@ -55,7 +55,15 @@ HeaderName = Annotated[
     StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-_]*$", max_length=128)
 ]
 NonEmpty = Annotated[StrictStr, StringConstraints(min_length=1)]
-FilePath = Annotated[Path, Field(strict=False)]
+
+
+def _printable_path(value: Path) -> Path:
+    if not str(value).isprintable():
+        raise ValueError("a file path of printable characters")
+    return value
+
+
+FilePath = Annotated[Path, Field(strict=False), AfterValidator(_printable_path)]
 _SERVICE_ACCOUNT = re.compile(
     r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?/"
     r"(?:\*|[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*)"
@@ -90,6 +98,8 @@ def check_https_url(value: object) -> str:
         raise ValueError("not a valid URL") from None
     if url.scheme != "https" or not url.host:
         raise ValueError("not an https:// URL with a host")
+    if url.userinfo:
+        raise ValueError("credentials in a URL are refused: use bearer_token_file")
     if port is not None and not 0 < port < 65536:
         raise ValueError("port out of range")
     return value
@@ -163,20 +173,69 @@ class IssuerConfig(_Strict):
         return Issuer(self.issuer, self.algorithms, self.leeway_seconds)
 
 
-class UpstreamHeaders(_Strict):
-    """Headers set on the request the service receives, on allow."""
+def _first_repeat(values: list[str]) -> int | None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return index
+        seen.add(value)
+    return None
 
-    user: HeaderName = "x-auth-request-user"
-    namespace: HeaderName = "x-auth-request-namespace"
-    service_account: HeaderName = "x-auth-request-serviceaccount"
+
+_RESERVED_HEADERS = frozenset(
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "x-request-id",
+    ]
+)
 
 
-class DownstreamHeaders(_Strict):
-    """Headers set on the response the caller receives, on allow."""
+class _HeaderNames(_Strict):
+    """Names for the parts of an identity; None leaves a part out."""
 
     user: HeaderName | None = None
     namespace: HeaderName | None = None
     service_account: HeaderName | None = None
+    issuer: HeaderName | None = None
+
+    @model_validator(mode="after")
+    def _distinct_and_free(self) -> Self:
+        names = [name for name in self.named().values()]
+        index = _first_repeat(names)
+        if index is not None:
+            field = list(self.named())[index]
+            raise _At("two identity parts cannot share one header", field)
+        for field, name in self.named().items():
+            if name in _RESERVED_HEADERS:
+                raise _At(f"{name!r} is not free for an identity header", field)
+        return self
+
+    def named(self) -> dict[str, str]:
+        """Return each identity part that has a header, with its name."""
+        parts = ("user", "namespace", "service_account", "issuer")
+        return {p: name for p in parts if (name := getattr(self, p)) is not None}
+
+
+class UpstreamHeaders(_HeaderNames):
+    """Headers set on the request the service receives, on allow."""
+
+    user: HeaderName | None = "x-auth-request-user"
+    namespace: HeaderName | None = "x-auth-request-namespace"
+    service_account: HeaderName | None = "x-auth-request-serviceaccount"
+
+
+class DownstreamHeaders(_HeaderNames):
+    """Headers set on the response the caller receives, on allow."""
 
 
 class Headers(_Strict):
@@ -286,15 +345,6 @@ def _as_matched(
         raise _At(f"{value!r} is not {form}: write {normalized!r}", index)
 
 
-def _first_repeat(values: list[str]) -> int | None:
-    seen: set[str] = set()
-    for index, value in enumerate(values):
-        if value in seen:
-            return index
-        seen.add(value)
-    return None
-
-
 def _check_route_issuers(route: Route, issuers: list[str], index: int) -> None:
     """Refuse a route naming an unknown issuer, or silent about several."""
     for position, name in enumerate(route.issuers or ()):
@@ -385,7 +435,7 @@ def _read_yaml(path: Path) -> Any:
         character = chr(error.character) if isinstance(error.character, int) else ""
         message = f"character {character!r} is not allowed in YAML"
         raise PolicyError(f"{path}:{line}: {message}") from None
-    except YAMLError as error:
+    except (YAMLError, ValueError) as error:  # ValueError: an int of 5000 digits
         raise PolicyError(
             f"{path}: invalid YAML: {' '.join(str(error).split())}"
         ) from None
@@ -424,7 +474,8 @@ def _describe(path: Path, tree: Any, error: ValidationError) -> str:
     if isinstance(cause, _At):
         location += cause.where
     key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location)
-    message = first["msg"].removeprefix("Value error, ").replace("tuple", "list")
+    message = first["msg"].removeprefix("Value error, ")
+    message = message.replace("Tuple", "List").replace("tuple", "list")
     more = len(problems) - 1
     suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
     return (

@@ -48,6 +48,7 @@ IDENTITY_HEADERS = frozenset(
     }
 )
 UPSTREAM_IDENTITY = IDENTITY_HEADERS - {"gap-auth"}
+UNDERSCORED = {name.replace("-", "_") for name in UPSTREAM_IDENTITY}
 OIDC_TEST = "system:serviceaccount:default:oidc-test"
 LEGACY_ISSUER = "kubernetes/serviceaccount"
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -934,7 +935,8 @@ def test_client_identity_headers_on_a_public_route(check: Check, name: str) -> N
     response = to_check_response(decision)
 
     _assert_allowed(decision, Reason.PUBLIC_ROUTE)
-    assert set(response.ok_response.headers_to_remove) == UPSTREAM_IDENTITY
+    removed = set(response.ok_response.headers_to_remove)
+    assert removed == UPSTREAM_IDENTITY | UNDERSCORED
     assert not response.ok_response.headers
 
 
@@ -954,6 +956,7 @@ def test_client_identity_headers_on_an_allow(
     _assert_allowed(decision)
     assert {option.header.key for option in ok.headers} == UPSTREAM_IDENTITY
     assert all(option.append_action == OVERWRITE for option in ok.headers)
+    assert set(ok.headers_to_remove) == UNDERSCORED
     assert {option.header.value for option in ok.headers} == {
         OIDC_TEST,
         "default",

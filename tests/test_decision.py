@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from authz.decision import Decision, decide
+from authz.keys import KeySet
+from authz.policy import load
 from authz.reasons import Reason
+from authz.request import HttpRequest
 from authz.testing import LocalIssuer
 
-from conftest import API_SERVER_AUDIENCE, ECHO, Check
+from conftest import API_SERVER_AUDIENCE, ECHO, POLICY, Check
 
 IDENTITY = "system:serviceaccount:default:oidc-test"
 
@@ -111,11 +116,13 @@ def test_client_identity_headers_are_removed_on_public_route(check: Check) -> No
     decision = check(path="/healthz", headers=(("x-auth-request-user", "admin"),))
 
     assert decision.reason is Reason.PUBLIC_ROUTE
-    assert set(decision.headers_to_remove) == {
+    names = {
         "x-auth-request-user",
         "x-auth-request-namespace",
         "x-auth-request-serviceaccount",
     }
+    underscored = {name.replace("-", "_") for name in names}
+    assert set(decision.headers_to_remove) == names | underscored
 
 
 @pytest.mark.parametrize(
@@ -179,3 +186,30 @@ def test_nested_claims_must_agree_with_subject(
     claims["kubernetes.io"]["namespace"] = "kube-system"
 
     assert check(issuer.sign(claims)).reason is Reason.SUBJECT_INVALID
+
+
+def test_issuer_header_tells_clusters_apart(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet
+) -> None:
+    """With `issuer` named, the upstream learns whose service account it is."""
+    issuer.write_jwks(tmp_path / "jwks.json")
+    text = POLICY.replace(
+        "headers:\n", "headers:\n  upstream:\n    issuer: x-auth-request-issuer\n"
+    )
+    (tmp_path / "policy.yaml").write_text(text, encoding="utf-8")
+    policy = load(tmp_path / "policy.yaml")
+    token = issuer.mint(service_account="oidc-test", audience=ECHO)
+    lookup = {i.issuer: keyset for i in policy.issuers}.get
+
+    def decide_for(path: str, *headers: tuple[str, str]) -> Decision:
+        request = HttpRequest("GET", ECHO, path, headers)
+        return decide(request, policy, lookup, time.time())
+
+    allowed = decide_for("/", ("authorization", f"Bearer {token}"))
+    public = decide_for("/healthz")
+
+    assert dict(allowed.upstream_headers)["x-auth-request-issuer"] == issuer.issuer
+    assert dict(allowed.upstream_headers)["x-auth-request-user"] == IDENTITY
+    assert {"x-auth-request-issuer", "x_auth_request_issuer"} <= set(
+        public.headers_to_remove
+    )

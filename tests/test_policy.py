@@ -167,3 +167,30 @@ def test_one_refused_item_is_one_problem(tmp_path: Path) -> None:
         load(path)
 
     assert "more problem" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (
+            "  upstream:\n    user: x-who\n    namespace: x-who\n",
+            "headers.upstream.namespace: two identity parts cannot share one header",
+        ),
+        (
+            "  upstream:\n    user: authorization\n",
+            "headers.upstream.user: 'authorization' is not free",
+        ),
+        ("  downstream:\n    issuer: host\n", "headers.downstream.issuer: 'host'"),
+    ],
+)
+def test_identity_headers_are_distinct_and_not_reserved(
+    tmp_path: Path, headers: str, message: str
+) -> None:
+    """The upstream must not read one header as two parts, nor lose a real one."""
+    text = POLICY.replace(
+        "headers:\n  downstream:\n    user: gap-auth\n", "headers:\n" + headers
+    )
+    path = _write(tmp_path, text)
+
+    with pytest.raises(PolicyError, match=message):
+        load(path)
