@@ -106,3 +106,21 @@ def test_standard_streams_are_looked_up_when_writing(
         observability.configure()
 
     assert json.loads(second.getvalue())["event"] == "after"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("admin:hunter2@echo-server.echo-server.svc", "@echo-server.echo-server.svc"),
+        ("https://user:S3cret@host/jwks: ConnectError", "https://[redacted]@host"),
+        ("/users/@me", "/users/@me"),
+    ],
+)
+def test_userinfo_is_redacted(logs: io.StringIO, value: str, kept: str) -> None:
+    """A Host or URL carrying user:password@ keeps only what follows the @."""
+    structlog.get_logger("test").info("decision", host=value)
+
+    logged = json.loads(logs.getvalue())["host"]
+    assert kept in logged
+    assert "hunter2" not in logged
+    assert "S3cret" not in logged
