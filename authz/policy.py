@@ -435,10 +435,13 @@ def _read_yaml(path: Path) -> Any:
         character = chr(error.character) if isinstance(error.character, int) else ""
         message = f"character {character!r} is not allowed in YAML"
         raise PolicyError(f"{path}:{line}: {message}") from None
-    except (YAMLError, ValueError) as error:  # ValueError: an int of 5000 digits
-        raise PolicyError(
-            f"{path}: invalid YAML: {' '.join(str(error).split())}"
-        ) from None
+    except YAMLError as error:
+        problem = " ".join(str(error).split())
+        raise PolicyError(f"{path}: invalid YAML: {problem}") from None
+    except ValueError:  # Python refuses to read an integer this long
+        huge = re.search(r"\d{4000,}", text)
+        line = text[: huge.start()].count("\n") + 1 if huge else "?"
+        raise PolicyError(f"{path}:{line}: a number with too many digits") from None
     except RecursionError:
         raise PolicyError(f"{path}: nested too deep") from None
 

@@ -145,7 +145,12 @@ def test_hostile_yaml_is_one_line(
             "credentials in a URL are refused",
         ),
         ("jwks_file: jwks.json", 'jwks_file: "a\\0b"', 3, "printable characters"),
-        ("algorithms: [RS256, ES256]", "leeway_seconds: 1" + "0" * 5000, 4, "digits"),
+        (
+            "algorithms: [RS256, ES256]",
+            "leeway_seconds: 1" + "0" * 5000,
+            4,
+            "too many digits",
+        ),
         ("[/healthz]", "[/healthz/]", 12, "no * or final /"),
         ("[/healthz]", "['/healthz/*']", 12, "no * or final /"),
         ("[/healthz]", "[/v1/x%3Ay]", 12, "write '/v1/x:y'"),
