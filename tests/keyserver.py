@@ -63,7 +63,7 @@ class KeyServer:
 
     def document(self, path: str) -> dict[str, Any] | None:
         """Return what is served at `path`, if anything."""
-        if path == "/jwks":
+        if path in ("/jwks", "/openid/v1/jwks"):
             return self.jwks
         if path == "/.well-known/openid-configuration":
             return self.discovery

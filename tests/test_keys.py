@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from authz import policy as policy_module
 from authz.decision import decide
 from authz.keys.sources import KeySourceError
 from authz.keys.store import IssuerKeys, KeyStore
@@ -299,3 +300,55 @@ def test_bearer_token_file_a_header_cannot_carry(
 
     assert server.hits["/jwks"] == 0
     assert "SECRETPART" not in str(failed.value) + logs.getvalue()
+
+
+def test_credentials_stay_with_the_discovery_origin(
+    tmp_path: Path, server: KeyServer, ca: Any
+) -> None:
+    """A key URL on another origin is fetched without the pod's token."""
+    elsewhere = KeyServer(ca=ca[0], ca_file=ca[1]).start()
+    try:
+        signer = LocalIssuer(issuer=server.url)
+        _served(elsewhere, signer)
+        _discovery(server, server.url, f"{elsewhere.url}/jwks")
+        token_file = tmp_path / "token"
+        token_file.write_text("pod-token\n", encoding="utf-8")
+        config = {
+            "issuer": server.url,
+            "ca_file": server.ca_file,
+            "bearer_token_file": token_file,
+        }
+        keys = KeyStore(_policy(tmp_path, [config])).issuers[server.url]
+
+        asyncio.run(keys.fetch())
+        elsewhere.required_token = "pod-token"
+        with pytest.raises(KeySourceError, match="set jwks_uri"):
+            asyncio.run(keys.fetch())
+    finally:
+        elsewhere.stop()
+
+    assert keys.keyset is not None
+    assert server.tokens_seen == ["pod-token", "pod-token"]
+    assert elsewhere.tokens_seen == [None, None]
+
+
+def test_in_cluster_reads_keys_from_the_api_server_it_can_reach(
+    tmp_path: Path, server: KeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The advertised key URL may be unreachable; /openid/v1/jwks is not."""
+    secrets = tmp_path / "serviceaccount"
+    secrets.mkdir()
+    (secrets / "token").write_text("pod-token", encoding="utf-8")
+    (secrets / "ca.crt").write_bytes(server.ca_file.read_bytes())
+    monkeypatch.setattr(policy_module, "IN_CLUSTER_API", server.url)
+    monkeypatch.setattr(policy_module, "IN_CLUSTER_SECRETS", secrets)
+    issuer = "https://kubernetes.default.svc.cluster.local"
+    _discovery(server, issuer, "https://10.255.255.1:6443/openid/v1/jwks")
+    _served(server, LocalIssuer(issuer=issuer))
+    server.required_token = "pod-token"
+    policy = _policy(tmp_path, [{"issuer": issuer, "in_cluster": True}])
+
+    store = _store(policy)
+
+    assert store.lookup(issuer) is not None
+    assert server.hits["/openid/v1/jwks"] == 1

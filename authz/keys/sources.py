@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from authz import policy
 from authz.keys.keyset import KeySet, KeySetError
 from authz.policy import IssuerConfig, check_https_url
 
@@ -37,57 +38,109 @@ async def read_keys(issuer: IssuerConfig) -> KeySet:
     limit = issuer.fetch_timeout_seconds
     try:
         async with asyncio.timeout(limit), _client(issuer) as client:
-            uri = issuer.jwks_uri or await _discover(client, issuer)
-            return _keyset(await _get(client, uri), uri)
+            credentials = _credentials(issuer)
+            if issuer.jwks_uri is not None:
+                fetch = _Fetch(client, issuer.jwks_uri, credentials)
+                uri = issuer.jwks_uri
+            else:
+                fetch = _Fetch(client, issuer.discovery_document_url, credentials)
+                uri = await _discover(fetch, issuer)
+                if issuer.in_cluster and issuer.discovery_url is None:
+                    # The API server serves its keys here to every service
+                    # account, whatever address the document advertises.
+                    uri = f"{policy.IN_CLUSTER_API}/openid/v1/jwks"
+            return _keyset(await fetch.get(uri), _shown(uri))
     except TimeoutError:
         raise KeySourceError(f"no answer within {limit:g} s") from None
 
 
-async def _discover(client: httpx.AsyncClient, issuer: IssuerConfig) -> str:
+async def _discover(fetch: _Fetch, issuer: IssuerConfig) -> str:
     """Return the jwks_uri the issuer's discovery document advertises."""
     url = issuer.discovery_document_url
-    document = _json(await _get(client, url), url)
+    document = _json(await fetch.get(url), _shown(url))
     if document.get("issuer") != issuer.issuer:
-        raise KeySourceError(f"{url}: the document names another issuer")
+        raise KeySourceError(f"{_shown(url)}: the document names another issuer")
     jwks_uri = document.get("jwks_uri")
     try:
         return check_https_url(jwks_uri)
     except ValueError as error:
-        raise KeySourceError(f"{url}: jwks_uri: {error}") from None
+        raise KeySourceError(f"{_shown(url)}: jwks_uri: {error}") from None
 
 
 def _client(issuer: IssuerConfig) -> httpx.AsyncClient:
-    headers = {"Accept": "application/json"}
-    token_file = issuer.effective_bearer_token_file
-    if token_file is not None:
-        # Re-read on every fetch: the kubelet rotates the mounted token.
-        headers["Authorization"] = f"Bearer {_read_token(token_file)}"
     return httpx.AsyncClient(
         verify=_tls_context(issuer.effective_ca_file),
         timeout=httpx.Timeout(issuer.fetch_timeout_seconds),
-        headers=headers,
+        headers={"Accept": "application/json"},
         follow_redirects=False,
     )
 
 
-async def _get(client: httpx.AsyncClient, url: str) -> bytes:
-    try:
-        async with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise KeySourceError(f"{url}: HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise KeySourceError(f"{url}: over {MAX_DOCUMENT_BYTES} bytes")
-            return bytes(body)
-    except httpx.TransportError as error:
-        # Connection, TLS and timeout errors say where it failed; protocol
-        # errors may quote the request's headers, so only their kind is told.
-        detail = "" if isinstance(error, httpx.ProtocolError) else f": {error}"
-        raise KeySourceError(f"{url}: {type(error).__name__}{detail}") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as error:
-        raise KeySourceError(f"{url}: {type(error).__name__}") from None
+def _credentials(issuer: IssuerConfig) -> dict[str, str]:
+    token_file = issuer.effective_bearer_token_file
+    if token_file is None:
+        return {}
+    # Re-read on every fetch: the kubelet rotates the mounted token.
+    return {"Authorization": f"Bearer {_read_token(token_file)}"}
+
+
+class _Fetch:
+    """GETs that carry the credentials only to the origin they are meant for.
+
+    A discovery document may name a key URL on another host; the pod's
+    token is not handed to it.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, trusted: str, credentials: dict[str, str]
+    ) -> None:
+        self._client = client
+        self._origin = _origin(trusted)
+        self._credentials = credentials
+
+    async def get(self, url: str) -> bytes:
+        """Return the body of a 200 answer, or raise `KeySourceError`."""
+        withheld = bool(self._credentials) and _origin(url) != self._origin
+        headers = {} if withheld else self._credentials
+        try:
+            return await _read(self._client, url, headers, withheld)
+        except httpx.TransportError as error:
+            # Connection, TLS and timeout errors say where it failed; protocol
+            # errors may quote the request's headers, so only their kind is told.
+            detail = "" if isinstance(error, httpx.ProtocolError) else f": {error}"
+            problem = f"{type(error).__name__}{detail}"
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            problem = type(error).__name__
+        raise KeySourceError(f"{_shown(url)}: {problem}")
+
+
+async def _read(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], withheld: bool
+) -> bytes:
+    async with client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            hint = ""
+            if withheld and response.status_code in (401, 403):
+                hint = (
+                    " (credentials go only to the discovery URL's origin: set jwks_uri)"
+                )
+            raise KeySourceError(f"{_shown(url)}: HTTP {response.status_code}{hint}")
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_DOCUMENT_BYTES:
+                raise KeySourceError(f"{_shown(url)}: over {MAX_DOCUMENT_BYTES} bytes")
+        return bytes(body)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
+def _shown(url: str) -> str:
+    """Return `url` as it may be logged: without its query or fragment."""
+    return url.split("#", 1)[0].split("?", 1)[0]
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
