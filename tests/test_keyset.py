@@ -131,3 +131,20 @@ def test_jwk_alg_narrows_what_an_rsa_key_verifies() -> None:
     keys = KeySet.from_jwks({"keys": [as_rs256]})
     token = ps.mint(audience=AUDIENCE)
     assert _verify(token, keys, "RS256", "PS256") == Reason.KEY_ALGORITHM_MISMATCH
+
+
+def test_one_kid_on_several_keys_verifies_each_of_them() -> None:
+    """A JWKS naming two keys alike loses neither; a stranger still fails."""
+    first = LocalIssuer(issuer=ISSUER, kid="shared")
+    second = LocalIssuer(issuer=ISSUER, kid="shared")
+    ec = LocalIssuer(issuer=ISSUER, kid="shared", algorithm="ES256")
+    stranger = LocalIssuer(issuer=ISSUER, kid="shared")
+    keys = KeySet.from_jwks(
+        {"keys": [first.public_jwk(), second.public_jwk(), ec.public_jwk()]}
+    )
+
+    for signer in (first, second, ec):
+        token = signer.mint(service_account="caller", audience=AUDIENCE)
+        assert _verify(token, keys, "RS256", "ES256") == "caller"
+    token = stranger.mint(audience=AUDIENCE)
+    assert _verify(token, keys, "RS256", "ES256") == Reason.SIGNATURE_INVALID

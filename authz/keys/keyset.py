@@ -101,7 +101,7 @@ class _PssVerifier:
 class KeySet:
     """Public keys by `kid`, with verifiers built once per algorithm."""
 
-    keys: Mapping[str, Mapping[str, Any]]
+    keys: Mapping[str, tuple[Mapping[str, Any], ...]]
     _verifiers: dict[tuple[str, str], Verifier] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -119,13 +119,16 @@ class KeySet:
         ):
             raise KeySetError("a JWKS document is an object with a 'keys' list")
 
-        keys = {}
+        keys: dict[str, tuple[Mapping[str, Any], ...]] = {}
         for entry in document["keys"]:
             problem = _unusable(entry)
             if problem:
                 _LOG.warning("jwks_key_skipped", problem=problem)
                 continue
-            keys[entry["kid"]] = dict(entry)
+            if entry["kid"] in keys:
+                # Allowed for keys of other types (RFC 7517, 4.5): each is tried.
+                _LOG.warning("jwks_kid_repeated", kid=entry["kid"])
+            keys[entry["kid"]] = (*keys.get(entry["kid"], ()), dict(entry))
         if not keys:
             raise KeySetError("the JWKS document has no usable signing key")
         return cls(keys=keys)
@@ -145,13 +148,23 @@ class KeySet:
         if cached is not None:
             return cached
 
-        entry = self.keys.get(kid)
-        if entry is None or not _fits(entry, algorithm):
+        fitting = [e for e in self.keys.get(kid, ()) if _fits(e, algorithm)]
+        prepared = [v for e in fitting if (v := _prepare(e, algorithm)) is not None]
+        if not prepared:
             return None
-        verifier = _prepare(entry, algorithm)
-        if verifier is not None:
-            self._verifiers[(kid, algorithm)] = verifier
+        verifier = prepared[0] if len(prepared) == 1 else _AnyOf(tuple(prepared))
+        self._verifiers[(kid, algorithm)] = verifier
         return verifier
+
+
+@dataclass(frozen=True)
+class _AnyOf:
+    """Several keys of one issuer under one kid: any of them may have signed."""
+
+    verifiers: tuple[Verifier, ...]
+
+    def verify(self, compact: str) -> bool:
+        return any(v.verify(compact) for v in self.verifiers)
 
 
 def _prepare(entry: Mapping[str, Any], algorithm: str) -> Verifier | None:
