@@ -6,7 +6,9 @@ Nothing here does I/O or knows about gRPC; keys come in through
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,13 +103,24 @@ def _allow_public(route: Route, policy: Policy) -> Decision:
 
 
 def _look_alikes(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Return the `_` and `-` twins of `names`, which many servers read alike.
+    """Return every spelling of `names` with `-` and `_` swapped, in any mix.
 
-    Envoy in front of this server may pass `x_auth_request_user` (Istio's
-    proxy does by default), so clients' copies under those names go too.
+    CGI-style servers read `x_auth-request_user` as `x-auth-request-user`,
+    and Envoy in front of this server may pass such names on (Istio's proxy
+    does by default), so clients' copies under all of them go. The policy
+    keeps the separators in a name few enough for this to stay short.
     """
-    twins = {twin for n in names for twin in (n.replace("-", "_"), n.replace("_", "-"))}
+    twins = {twin for name in names for twin in _spellings(name)}
     return tuple(sorted(twins - set(names)))
+
+
+def _spellings(name: str) -> list[str]:
+    first, *rest = re.split(r"[-_]", name)
+    spellings = []
+    for separators in itertools.product("-_", repeat=len(rest)):
+        pairs = zip(separators, rest, strict=True)
+        spellings.append(first + "".join(sep + part for sep, part in pairs))
+    return spellings
 
 
 def _check_token(

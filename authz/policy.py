@@ -52,7 +52,13 @@ Algorithm = Literal[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
 ]
 HeaderName = Annotated[
-    StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-_]*$", max_length=128)
+    StrictStr,
+    StringConstraints(
+        # At most five separators: every `-`/`_` spelling of an identity
+        # header is removed from requests, 2**separators names in all.
+        pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+){0,5}$",
+        max_length=128,
+    ),
 ]
 NonEmpty = Annotated[StrictStr, StringConstraints(min_length=1)]
 
@@ -210,12 +216,13 @@ class _HeaderNames(_Strict):
 
     @model_validator(mode="after")
     def _distinct_and_free(self) -> Self:
-        names = [name for name in self.named().values()]
+        # Compared as servers that read `_` as `-` would see them.
+        names = [name.replace("_", "-") for name in self.named().values()]
         index = _first_repeat(names)
         if index is not None:
             field = list(self.named())[index]
             raise _At("two identity parts cannot share one header", field)
-        for field, name in self.named().items():
+        for field, name in zip(self.named(), names, strict=True):
             if name in _RESERVED_HEADERS:
                 raise _At(f"{name!r} is not free for an identity header", field)
         return self

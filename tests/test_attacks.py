@@ -48,7 +48,18 @@ IDENTITY_HEADERS = frozenset(
     }
 )
 UPSTREAM_IDENTITY = IDENTITY_HEADERS - {"gap-auth"}
-UNDERSCORED = {name.replace("-", "_") for name in UPSTREAM_IDENTITY}
+
+
+def _mixed_spellings(name: str) -> set[str]:
+    """Every way of writing `name` with `-` or `_` at each separator."""
+    spellings = {""}
+    for char in name:
+        options = "-_" if char in "-_" else char
+        spellings = {done + option for done in spellings for option in options}
+    return spellings - {name}
+
+
+UNDERSCORED = {twin for name in UPSTREAM_IDENTITY for twin in _mixed_spellings(name)}
 OIDC_TEST = "system:serviceaccount:default:oidc-test"
 LEGACY_ISSUER = "kubernetes/serviceaccount"
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

@@ -194,6 +194,12 @@ def test_one_refused_item_is_one_problem(tmp_path: Path) -> None:
             "headers.upstream.user: 'authorization' is not free",
         ),
         ("  downstream:\n    issuer: host\n", "headers.downstream.issuer: 'host'"),
+        (
+            "  upstream:\n    user: x-who\n    namespace: x_who\n",
+            "headers.upstream.namespace: two identity parts cannot share",
+        ),
+        ("  upstream:\n    user: x_request_id\n", "'x-request-id' is not free"),
+        ("  upstream:\n    user: a-b-c-d-e-f-g\n", "headers.upstream.user: String"),
     ],
 )
 def test_identity_headers_are_distinct_and_not_reserved(

@@ -19,7 +19,14 @@ from authz.demo.stack import ENVOY_CONFIG, Stack
 from authz.testing import LocalIssuer
 
 FORGED = "system:serviceaccount:ops:admin"
-TWINS = ["x_auth_request_user", "x_auth_request_namespace", "x_Auth_Request_User"]
+TWINS = [
+    "x_auth_request_user",
+    "x_auth_request_namespace",
+    "x_Auth_Request_User",
+    "x_auth-request-user",
+    "x-auth_request-serviceaccount",
+    "x-auth-request_user",
+]
 
 
 def _passing_underscores(target: Path) -> Path:
