@@ -22,12 +22,18 @@ REDACTED = "[redacted]"
 _SENSITIVE_KEYS = re.compile(
     r"authorization|cookie|token|secret|password|credential", re.IGNORECASE
 )
-# Both patterns are linear in their input: a token-shaped run is matched
-# whole, from where it starts, and judged by `_scrub_run`.
+# Every pattern is linear in its input, and no value is read past
+# `_MAX_READ` characters: a hostile path costs the same as a short one.
 _RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _AUTHORIZATION_VALUE = re.compile(r"(?i:bearer|basic)\s+[^\s,;\"']+")
+_USERINFO = re.compile(r"(?<![^\s/\"'@])[^\s/\"'@]++@")
 _MAX_CHARS = 1024
 """Longer values are cut, after redaction, so a log line stays a line."""
+_MAX_READ = 4 * _MAX_CHARS
+_MAX_TRACEBACK = 64 * _MAX_CHARS
+_JWS_FRAGMENT = 16
+"""From `eyJ` on, this many token characters are redacted, dots or not: a
+value cut in the middle of a token must not leave the rest of it."""
 
 
 def redact(
@@ -37,14 +43,16 @@ def redact(
     for key, value in event.items():
         if key != "event" and _SENSITIVE_KEYS.search(key):
             event[key] = REDACTED
+        elif key == "exception" and isinstance(value, str):
+            event[key] = _scrub_text(value[:_MAX_TRACEBACK])
         else:
-            event[key] = _scrub(value, limit=key != "exception")
+            event[key] = _scrub(value)
     return event
 
 
-def _scrub(value: Any, limit: bool = True) -> Any:
+def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _shorten(_scrub_text(value)) if limit else _scrub_text(value)
+        return _shorten(_scrub_text(value[:_MAX_READ]), len(value))
     if isinstance(value, dict):
         return {
             k: REDACTED if _SENSITIVE_KEYS.search(str(k)) else _scrub(v)
@@ -57,34 +65,23 @@ def _scrub(value: Any, limit: bool = True) -> Any:
 
 def _scrub_text(text: str) -> str:
     text = _AUTHORIZATION_VALUE.sub(REDACTED, text)
-    return _scrub_userinfo(_RUN.sub(_scrub_run, text))
-
-
-def _scrub_userinfo(text: str) -> str:
-    """Redact what stands before an `@` in a word: `user:password@host`."""
-    if "@" not in text:
-        return text
-    parts = text.split("@")
-    for index, part in enumerate(parts[:-1]):
-        start = max(part.rfind(c) for c in " \t\r\n/\"'") + 1
-        if start < len(part):
-            parts[index] = part[:start] + REDACTED
-    return "@".join(parts)
+    text = _USERINFO.sub(f"{REDACTED}@", text)  # user:password@host
+    return _RUN.sub(_scrub_run, text)
 
 
 def _scrub_run(match: re.Match[str]) -> str:
-    """Redact a JWS in compact form (`eyJ...` and two dots) inside one run."""
+    """Redact a JWS in compact form, or what is left of one, inside a run."""
     run = match.group()
     start = run.find("eyJ")
-    if start < 0 or run.count(".", start) < 2:
+    if start < 0 or len(run) - start < _JWS_FRAGMENT:
         return run
     return run[:start] + REDACTED
 
 
-def _shorten(text: str) -> str:
-    if len(text) <= _MAX_CHARS:
+def _shorten(text: str, original: int) -> str:
+    if original <= _MAX_CHARS and len(text) <= _MAX_CHARS:
         return text
-    return f"{text[:_MAX_CHARS]}...[{len(text) - _MAX_CHARS} more chars]"
+    return f"{text[:_MAX_CHARS]}...[{original} chars in all]"
 
 
 class _StandardStream:
