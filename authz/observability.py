@@ -7,16 +7,19 @@ JWT anywhere in a value, the rendered traceback included.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import queue
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure", "redact"]
+__all__ = ["REDACTED", "configure", "flush", "redact"]
 
 REDACTED = "[redacted]"
 _SENSITIVE_KEYS = re.compile(
@@ -85,31 +88,68 @@ def _shorten(text: str, original: int) -> str:
 
 
 class _StandardStream:
-    """`sys.stdout` or `sys.stderr` as it is when a line is written.
+    """`sys.stdout` or `sys.stderr`, written from a thread of its own.
 
-    Binding the object itself would keep writing to whatever stood there at
-    configuration time, a replaced or closed stream included.
+    The stream is looked up at each write, not bound at configuration, so a
+    replaced or closed stream is never written to. Lines wait in a bounded
+    queue: a reader that stalls (a pipe nobody drains) never blocks the
+    event loop that answers checks; past `capacity` waiting lines, new ones
+    are dropped. A failed write drops its lines too: a full disk must not
+    fail a check or end the key refresh. What waits is written at exit.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, capacity: int = 10_000) -> None:
         self._name = name
+        self._lines: queue.Queue[str | threading.Event] = queue.Queue(capacity)
+        self._writer = threading.Thread(target=self._drain, name=name, daemon=True)
+        self._writer.start()
+        atexit.register(self.drain)
 
     def write(self, text: str) -> int:
-        written: int = getattr(sys, self._name).write(text)
-        return written
+        with contextlib.suppress(queue.Full):
+            self._lines.put_nowait(text)
+        return len(text)
 
     def flush(self) -> None:
-        getattr(sys, self._name).flush()
+        """Lines are flushed by the writer thread as they are written."""
+
+    def drain(self, timeout: float = 2.0) -> bool:
+        """Wait until what was written so far is out; tell if it is."""
+        written = threading.Event()
+        try:
+            self._lines.put(written, timeout=timeout)
+        except queue.Full:
+            return False
+        return written.wait(timeout)
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < _BATCH:
+                    batch.append(self._lines.get_nowait())
+            with contextlib.suppress(OSError, ValueError):
+                stream = getattr(sys, self._name)
+                stream.write("".join(t for t in batch if isinstance(t, str)))
+                stream.flush()
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+
+_BATCH = 1000
+
+
+def flush(timeout: float = 2.0) -> None:
+    """Wait, at most `timeout` seconds each, until logged lines are written."""
+    for stream in _STANDARD.values():
+        stream.drain(timeout)
 
 
 class _Guarded:
-    """A stream whose failures drop the line rather than fail the caller.
+    """A stream whose failures drop the line rather than fail the caller."""
 
-    A full disk or a closed pipe must not turn a check into a gRPC error or
-    end the key refresh: the decision matters more than its log line.
-    """
-
-    def __init__(self, stream: TextIO | _StandardStream) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
@@ -123,12 +163,21 @@ class _Guarded:
             self._stream.flush()
 
 
+_STANDARD: dict[str, _StandardStream] = {}
+
+
 def configure(
     stream: TextIO | Literal["stdout", "stderr"] = "stdout",
     level: int = logging.INFO,
 ) -> None:
     """Send JSON log lines to `stream`: standard output by default."""
-    target = _Guarded(_StandardStream(stream) if isinstance(stream, str) else stream)
+    target: _StandardStream | _Guarded
+    if isinstance(stream, str):
+        if stream not in _STANDARD:
+            _STANDARD[stream] = _StandardStream(stream)
+        target = _STANDARD[stream]
+    else:
+        target = _Guarded(stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -334,3 +334,32 @@ def test_reader_gone_keeps_the_decision_exit_code(
 
     assert process.returncode == 1  # default/default may not call echo-server
     assert err == b""
+
+
+def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
+    """stdout a pipe nobody reads: checks are still answered, SIGTERM still works."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{free.getsockname()[1]}"
+    command = [sys.executable, "-m", "authz", "serve", "--listen", listen]
+    command += ["--config", str(policy_dir / "policy.yaml")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    async def flood() -> int:
+        async with grpc.aio.insecure_channel(listen) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            request = check_request(ECHO, "/healthz/" + "x" * 500)
+            answered = 0
+            for _ in range(1500):  # ~1 MB of log lines, a pipe holds 64 KiB
+                reply = await stub.Check(request, timeout=5, wait_for_ready=True)
+                answered += reply.status.code == 0
+            return answered
+
+    try:
+        answered = asyncio.run(flood())
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+    assert answered == 1500
+    assert process.returncode == 0

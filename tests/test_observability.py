@@ -102,6 +102,7 @@ def test_standard_streams_are_looked_up_when_writing(
     monkeypatch.setattr(sys, "stderr", second)
     try:
         structlog.get_logger("test").info("after")
+        observability.flush()
     finally:
         observability.configure()
 
