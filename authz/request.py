@@ -104,9 +104,11 @@ def _decode_unreserved(path: str) -> str:
 
     if "%" in _PERCENT.sub("", path):
         raise DenyError(Reason.PATH_INVALID, "malformed percent-encoding")
-    if _DOUBLE_ENCODED.search(path):
+    decoded = _PERCENT.sub(replace, path)
+    # Checked after decoding too: %25%32%65 decodes to %252e.
+    if _DOUBLE_ENCODED.search(path) or _DOUBLE_ENCODED.search(decoded):
         raise DenyError(Reason.PATH_INVALID, "double percent-encoding")
-    return _PERCENT.sub(replace, path)
+    return decoded
 
 
 def _check_encoded_text(path: str) -> None:

@@ -1313,8 +1313,14 @@ def test_fragment_in_path(check: Check, path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/healthz/%252e%252e/admin", "/healthz%252F..%252Fadmin", "/healthz%255C..%255Cx"],
-    ids=["dots", "slash", "backslash"],
+    [
+        "/healthz/%252e%252e/admin",
+        "/healthz%252F..%252Fadmin",
+        "/healthz%255C..%255Cx",
+        "/healthz/%25%32%65%25%32%65/admin",
+        "/healthz/%25%32e/admin",
+    ],
+    ids=["dots", "slash", "backslash", "escaped-digits", "half-escaped"],
 )
 def test_double_encoded_path(check: Check, path: str) -> None:
     """%25 followed by an escape is decoded twice by some upstreams: refused."""
