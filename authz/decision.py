@@ -91,9 +91,30 @@ def _route(request: HttpRequest, policy: Policy) -> Route:
     host = normalize_host(request.host)
     path = normalize_path(request.path)
     route = policy.route(host, path, method)
+    for reading, fold_case in _readings(path):
+        if policy.route(host, reading, method, fold_case) is not route:
+            raise DenyError(Reason.PATH_INVALID, "servers may read another route")
     if route is None:
         raise DenyError(Reason.NO_ROUTE, "no route covers the request")
     return route
+
+
+def _readings(path: str) -> list[tuple[str, bool]]:
+    """Return how other servers may read `path`: to be judged the same.
+
+    Many match paths case-blind (Express, ASP.NET), and Windows servers drop
+    dots and spaces that end a segment (IIS reads `/admin.` as `/admin`). A
+    request whose route would change under such a reading is refused.
+    """
+    stripped = "/".join(_strip_segment_end(s) for s in path.split("/"))
+    return [(path, True), (stripped, False), (stripped, True)]
+
+
+def _strip_segment_end(segment: str) -> str:
+    end = len(segment)
+    while end and (segment[end - 1] == "." or segment.endswith("%20", 0, end)):
+        end -= 1 if segment[end - 1] == "." else 3
+    return segment[:end] or segment
 
 
 def _allow_public(route: Route, policy: Policy) -> Decision:

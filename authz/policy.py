@@ -311,13 +311,26 @@ class Route(_Strict):
             raise ValueError("a protected route needs service_accounts")
         return self
 
-    def matches(self, host: str, path: str, method: str) -> bool:
-        """Tell whether this route covers a normalised request."""
+    def matches(
+        self, host: str, path: str, method: str, fold_case: bool = False
+    ) -> bool:
+        """Tell whether this route covers a normalised request.
+
+        HEAD is covered wherever GET is: servers answer it with their GET
+        handler. With `fold_case`, paths compare as a case-blind server
+        would compare them.
+        """
         if self.hosts is not None and host not in self.hosts:
             return False
         if self.methods is not None and method not in self.methods:
-            return False
-        return self.paths is None or any(_under(path, p) for p in self.paths)
+            head_of_get = method == "HEAD" and "GET" in self.methods
+            if not head_of_get:
+                return False
+        if fold_case:
+            path = path.lower()
+        return self.paths is None or any(
+            _under(path, p.lower() if fold_case else p) for p in self.paths
+        )
 
     def accepts_issuer(self, issuer: str) -> bool:
         """Tell whether tokens of `issuer` may be presented on this route."""
@@ -395,9 +408,14 @@ class Policy(_Strict):
         """Return the issuer whose name equals `iss` byte for byte."""
         return next((i for i in self.issuers if i.issuer == iss), None)
 
-    def route(self, host: str, path: str, method: str) -> Route | None:
+    def route(
+        self, host: str, path: str, method: str, fold_case: bool = False
+    ) -> Route | None:
         """Return the first route that covers the request, in file order."""
-        return next((r for r in self.routes if r.matches(host, path, method)), None)
+        return next(
+            (r for r in self.routes if r.matches(host, path, method, fold_case)),
+            None,
+        )
 
 
 def load(path: Path) -> Policy:

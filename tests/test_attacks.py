@@ -860,6 +860,83 @@ def test_encoded_path_characters_cannot_fall_through_to_a_public_route(
     assert decision.route == "secrets"
 
 
+_ADMIN_THEN_PUBLIC = """\
+issuers:
+  - issuer: https://kubernetes.default.svc.cluster.local
+    jwks_file: jwks.json
+routes:
+  - name: admin
+    paths: [/admin, /API/Users]
+    methods: [GET, POST]
+    audiences: [echo-server.echo-server.svc.cluster.local]
+    service_accounts: [ops/*]
+  - name: health
+    paths: [/healthz]
+    public: true
+  - name: everything-else
+    paths: [/]
+    audiences: [echo-server.echo-server.svc.cluster.local]
+    service_accounts: [default/*]
+"""
+
+
+def _decide_under(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, method: str, path: str
+) -> Decision:
+    issuer.write_jwks(tmp_path / "jwks.json")
+    (tmp_path / "policy.yaml").write_text(_ADMIN_THEN_PUBLIC, encoding="utf-8")
+    policy = load(tmp_path / "policy.yaml")
+    request = HttpRequest(method, ECHO, path)
+    return decide(request, policy, {issuer.issuer: keyset}.get, time.time())
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/Admin",
+        "/ADMIN/users",
+        "/HEALTHZ",
+        "/admin.",
+        "/admin%20",
+        "/admin.%20./x",
+        "/ADMIN.",
+        "/healthz%20",
+        "/api/users",
+    ],
+)
+def test_paths_other_servers_read_as_another_route(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str
+) -> None:
+    """Case-blind servers and Windows' dropped dots cannot change the route."""
+    decision = _decide_under(tmp_path, issuer, keyset, "GET", path)
+
+    _assert_bad_request(decision, Reason.PATH_INVALID)
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [("/admin/x", "admin"), ("/API/Users/1", "admin"), ("/healthz", "health")],
+)
+def test_paths_read_alike_everywhere_are_judged_as_usual(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str, route: str
+) -> None:
+    """Exact-case paths keep their route: only ambiguity is refused."""
+    decision = _decide_under(tmp_path, issuer, keyset, "GET", path)
+
+    assert decision.route == route
+    assert decision.reason in (Reason.TOKEN_MISSING, Reason.PUBLIC_ROUTE)
+
+
+def test_head_is_judged_with_get(
+    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet
+) -> None:
+    """HEAD runs the GET handler upstream, so a GET route covers it."""
+    decision = _decide_under(tmp_path, issuer, keyset, "HEAD", "/admin")
+
+    _assert_denied(decision, Reason.TOKEN_MISSING)
+    assert decision.route == "admin"
+
+
 @pytest.mark.parametrize(
     "path",
     [
