@@ -128,6 +128,8 @@ async def _decide_offline(request: HttpRequest, policy: Policy) -> Decision:
 
 
 def _read_token(path: Path) -> str:
+    if str(path) == "-" and sys.stdin is None:
+        raise _UsageError("--token-file -: there is no standard input")
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -154,4 +156,5 @@ def _report(decision: Decision) -> dict[str, Any]:
         },
         "upstream_headers": dict(decision.upstream_headers),
         "downstream_headers": dict(decision.downstream_headers),
+        "headers_to_remove": list(decision.headers_to_remove),
     }

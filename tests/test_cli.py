@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -363,3 +364,21 @@ def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
 
     assert answered == 1500
     assert process.returncode == 0
+
+
+def test_token_from_a_closed_stdin_is_a_usage_error(policy_dir: Path) -> None:
+    """`--token-file -` with no standard input at all is exit 2, one line."""
+    command = [sys.executable, "-m", "authz", "check", "--token-file", "-"]
+    command += ["--config", str(policy_dir / "policy.yaml"), "--host", ECHO]
+    done = subprocess.run(
+        [*command, "--path", "/"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
+
+    assert done.returncode == 2
+    assert done.stderr == "authz: error: --token-file -: there is no standard input\n"
