@@ -103,14 +103,24 @@ def _readings(path: str) -> list[tuple[str, bool]]:
     """Return how other servers may read `path`: to be judged the same.
 
     Many match paths case-blind (Express, ASP.NET), and Windows servers drop
-    dots and spaces that end a segment (IIS reads `/admin.` as `/admin`). A
-    request whose route would change under such a reading is refused.
+    the dots, spaces and `::$DATA` that end a segment (IIS reads `/admin.`
+    as `/admin`). A request whose route would change under such a reading
+    is refused, and so is an 8.3 short name (`ADMINI~1`), whose long name
+    cannot be known here.
     """
-    stripped = "/".join(_strip_segment_end(s) for s in path.split("/"))
+    segments = path.split("/")
+    if any(_SHORT_NAME.fullmatch(segment) for segment in segments):
+        raise DenyError(Reason.PATH_INVALID, "an 8.3 short file name")
+    stripped = "/".join(_strip_segment_end(s) for s in segments)
     return [(path, True), (stripped, False), (stripped, True)]
 
 
+_SHORT_NAME = re.compile(r"[^.~]{1,6}~[0-9]+(?:\.[^.]{0,3})?")
+_STREAM = re.compile(r"::?\$DATA$", re.IGNORECASE)
+
+
 def _strip_segment_end(segment: str) -> str:
+    segment = _STREAM.sub("", segment)
     end = len(segment)
     while end and (segment[end - 1] == "." or segment.endswith("%20", 0, end)):
         end -= 1 if segment[end - 1] == "." else 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import queue
 import re
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
+from urllib.parse import unquote
 
 import structlog
 
@@ -28,12 +30,12 @@ _SENSITIVE_KEYS = re.compile(
 )
 # Every pattern is linear in its input, and no value is read past
 # `_MAX_READ` characters: a hostile path costs the same as a short one.
-_RUN = re.compile(r"[A-Za-z0-9_.-]+")
+_RUN = re.compile(r"[A-Za-z0-9_.%-]+")
 _AUTHORIZATION_VALUE = re.compile(r"(?i:bearer|basic)\s+[^\s,;\"']+")
-_USERINFO = re.compile(r"(?<![^\s/\"'@])[^\s/\"'@]++@")
+_USERINFO = re.compile(r"(?<![^\s/\"'@])[^\s/\"'@:]*+:[^\s/\"'@]*+@")
 _MAX_CHARS = 1024
 """Longer values are cut, after redaction, so a log line stays a line."""
-_MAX_READ = 4 * _MAX_CHARS
+_MAX_READ = _MAX_CHARS + 64
 _MAX_TRACEBACK = 64 * _MAX_CHARS
 _JWS_FRAGMENT = 16
 """From `eyJ` on, this many token characters are redacted, dots or not: a
@@ -74,12 +76,17 @@ def _scrub_text(text: str) -> str:
 
 
 def _scrub_run(match: re.Match[str]) -> str:
-    """Redact a JWS in compact form, or what is left of one, inside a run."""
+    """Redact a JWS in compact form, or what is left of one, inside a run.
+
+    Percent-escapes are read through, so `eyJhb%47ci...` is found too; such
+    a run is redacted whole.
+    """
     run = match.group()
-    start = run.find("eyJ")
-    if start < 0 or len(run) - start < _JWS_FRAGMENT:
+    plain = unquote(run) if "%" in run else run
+    start = plain.find("eyJ")
+    if start < 0 or len(plain) - start < _JWS_FRAGMENT:
         return run
-    return run[:start] + REDACTED
+    return REDACTED if plain is not run else run[:start] + REDACTED
 
 
 def _shorten(text: str, original: int) -> str:
@@ -133,13 +140,26 @@ class _StandardStream:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < _BATCH:
                     batch.append(self._lines.get_nowait())
-            with contextlib.suppress(OSError, ValueError):
-                stream = getattr(sys, self._name)
-                stream.write("".join(t for t in batch if isinstance(t, str)))
-                stream.flush()
+            with contextlib.suppress(Exception):  # the writer must outlive any line
+                self._write("".join(t for t in batch if isinstance(t, str)))
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
+
+    def _write(self, text: str) -> None:
+        stream = getattr(sys, self._name)
+        if stream is None:
+            return
+        if stream is not getattr(sys, f"__{self._name}__"):
+            stream.write(text)  # replaced, by a test's capture for one
+            stream.flush()
+            return
+        # The process's own stream: write to its file descriptor. Through
+        # the buffered object, a write stuck on a stalled reader would hold
+        # the lock the interpreter takes at exit, and abort or hang it.
+        data = text.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(stream.fileno(), data) :]
 
 
 _BATCH = 10_000

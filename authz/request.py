@@ -46,8 +46,7 @@ _DECODED = _UNRESERVED | frozenset("!$&'()*+,=:@")
 are decoded before matching: upstream servers read `%3A` as `:`."""
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
-_DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
-_DELIMITERS = frozenset("/\\.%;?#")
+_DOUBLE_ENCODED = re.compile(r"%25(?:[0-9A-Fa-f]{2}|[uU])")  # %252e, %25u002e
 _METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]+")
 
 
@@ -112,19 +111,33 @@ def _decode_unreserved(path: str) -> str:
 
 
 def _check_encoded_text(path: str) -> None:
-    """Refuse escapes a lenient or normalising decoder could read as `../`."""
+    """Refuse escapes a lenient, normalising or case-blind server reads as ASCII."""
     try:
         text = unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise DenyError(Reason.PATH_INVALID, "percent-encoding is not UTF-8") from None
 
-    for char in text:
+    for char in set(text):
         if char.isascii():
             continue
         if not char.isprintable():
             raise DenyError(Reason.PATH_INVALID, "encoded invisible character")
-        if _DELIMITERS & set(unicodedata.normalize("NFKC", char)):
-            raise DenyError(Reason.PATH_INVALID, "encoded look-alike of a delimiter")
+        if any(c.isascii() for c in _readings_of(char)):
+            # A fullwidth dot, the Kelvin sign (folds to k), a dotless i
+            # (upper-cases to I): another server may read plain ASCII.
+            raise DenyError(Reason.PATH_INVALID, "encoded look-alike of ASCII")
+
+
+def _readings_of(char: str) -> str:
+    """Return what normalising or case-blind servers may turn `char` into."""
+    return "".join(
+        (
+            unicodedata.normalize("NFKC", char),
+            char.lower(),
+            char.upper(),
+            char.casefold(),
+        )
+    )
 
 
 def _remove_dot_segments(segments: list[str]) -> list[str]:

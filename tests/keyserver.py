@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ class KeyServer:
     raw_jwks: bytes | None = None
     required_token: str | None = None
     hits: Counter[str] = field(default_factory=Counter)
+    hit_times: list[float] = field(default_factory=list)
     tokens_seen: list[str | None] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
@@ -74,6 +76,7 @@ def _handler(state: KeyServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hits[self.path] += 1
+            state.hit_times.append(time.monotonic())
             sent = self.headers.get("Authorization")
             state.tokens_seen.append(sent.removeprefix("Bearer ") if sent else None)
             if state.mode == "hang":

@@ -902,6 +902,10 @@ def _decide_under(
         "/ADMIN.",
         "/healthz%20",
         "/api/users",
+        "/admin::$DATA",
+        "/admin:%24DATA/x",
+        "/ADMINI~1",
+        "/admini~12.htm",
     ],
 )
 def test_paths_other_servers_read_as_another_route(
@@ -1362,6 +1366,22 @@ def test_unicode_that_normalises_to_a_path_delimiter(check: Check, path: str) ->
 
 @pytest.mark.parametrize(
     "path",
+    ["/%E2%84%AAey", "/adm%C4%B1n", "/%EF%BD%81dmin", "/%EF%AC%81le", "/stra%C3%9Fe"],
+    ids=["kelvin-sign", "dotless-i", "fullwidth-a", "fi-ligature", "sharp-s"],
+)
+def test_unicode_that_other_servers_read_as_ascii(check: Check, path: str) -> None:
+    """Case-blind Java reads the Kelvin sign as k; NFKC a fullwidth a as a."""
+    _assert_bad_request(check(path=path), Reason.PATH_INVALID)
+
+
+@pytest.mark.parametrize("path", ["/caf%C3%A9", "/%D0%BF%D1%83%D1%82%D1%8C"])
+def test_unicode_without_an_ascii_reading_is_matched(check: Check, path: str) -> None:
+    """Accented Latin and Cyrillic letters stay what they are."""
+    _assert_denied(check(path=path), Reason.TOKEN_MISSING)
+
+
+@pytest.mark.parametrize(
+    "path",
     [
         "/healthz/..;/admin",
         "/healthz;/../admin",
@@ -1396,8 +1416,18 @@ def test_fragment_in_path(check: Check, path: str) -> None:
         "/healthz%255C..%255Cx",
         "/healthz/%25%32%65%25%32%65/admin",
         "/healthz/%25%32e/admin",
+        "/healthz/%25u002e%25u002e/admin",
+        "/healthz/%25%75002e/admin",
     ],
-    ids=["dots", "slash", "backslash", "escaped-digits", "half-escaped"],
+    ids=[
+        "dots",
+        "slash",
+        "backslash",
+        "escaped-digits",
+        "half-escaped",
+        "u-form",
+        "escaped-u",
+    ],
 )
 def test_double_encoded_path(check: Check, path: str) -> None:
     """%25 followed by an escape is decoded twice by some upstreams: refused."""

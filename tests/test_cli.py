@@ -344,7 +344,11 @@ def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
         listen = f"127.0.0.1:{free.getsockname()[1]}"
     command = [sys.executable, "-m", "authz", "serve", "--listen", listen]
     command += ["--config", str(policy_dir / "policy.yaml")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Buffered stdout, as in a container: the writer must not hold its lock.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
 
     async def flood() -> int:
         async with grpc.aio.insecure_channel(listen) as channel:
@@ -360,10 +364,21 @@ def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
         answered = asyncio.run(flood())
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        stopped = _wait(process, 20)
 
     assert answered == 1500
+    assert stopped
     assert process.returncode == 0
+
+
+def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True
 
 
 def test_token_from_a_closed_stdin_is_a_usage_error(policy_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from urllib.parse import unquote
 
 import pytest
 import structlog
@@ -156,3 +157,18 @@ def test_token_cut_by_a_limit_is_still_redacted(
     for line in logs.getvalue().splitlines():
         assert token[:40] not in json.loads(line)["path"]
         assert token.split(".")[1][:16] not in json.loads(line)["path"]
+
+
+def test_token_with_percent_escapes_is_redacted(
+    logs: io.StringIO, issuer: LocalIssuer
+) -> None:
+    """Escaping a character in every 15 does not hide a token from redaction."""
+    token = issuer.mint(audience="a")
+    escaped = "".join(
+        f"%{ord(c):02X}" if i % 15 == 0 else c for i, c in enumerate(token)
+    )
+    structlog.get_logger("test").info("x", request_id=escaped, path="/" + escaped)
+
+    line = unquote(logs.getvalue())
+    for part in token.split("."):
+        assert part[5:25] not in line
