@@ -819,6 +819,23 @@ def test_dot_segments_cannot_carry_a_public_path_into_a_protected_route(
     assert decision.route == "admin"
 
 
+def _decide_under(
+    tmp_path: Path,
+    issuer: LocalIssuer,
+    keyset: KeySet,
+    path: str,
+    method: str = "GET",
+    *,
+    policy: str,
+) -> Decision:
+    """Decide an unauthenticated request under a policy written for the test."""
+    issuer.write_jwks(tmp_path / "jwks.json")
+    (tmp_path / "policy.yaml").write_text(policy, encoding="utf-8")
+    loaded = load(tmp_path / "policy.yaml")
+    request = HttpRequest(method, ECHO, path)
+    return decide(request, loaded, {issuer.issuer: keyset}.get, time.time())
+
+
 _FALL_THROUGH = """\
 issuers:
   - issuer: https://kubernetes.default.svc.cluster.local
@@ -849,12 +866,7 @@ def test_encoded_path_characters_cannot_fall_through_to_a_public_route(
     tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str
 ) -> None:
     """`%3A` is `:` to an upstream, so it is `:` when routes are matched."""
-    issuer.write_jwks(tmp_path / "jwks.json")
-    (tmp_path / "policy.yaml").write_text(_FALL_THROUGH, encoding="utf-8")
-    policy = load(tmp_path / "policy.yaml")
-    request = HttpRequest("GET", ECHO, path)
-
-    decision = decide(request, policy, {issuer.issuer: keyset}.get, time.time())
+    decision = _decide_under(tmp_path, issuer, keyset, path, policy=_FALL_THROUGH)
 
     _assert_denied(decision, Reason.TOKEN_MISSING)
     assert decision.route == "secrets"
@@ -880,16 +892,6 @@ routes:
 """
 
 
-def _decide_under(
-    tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, method: str, path: str
-) -> Decision:
-    issuer.write_jwks(tmp_path / "jwks.json")
-    (tmp_path / "policy.yaml").write_text(_ADMIN_THEN_PUBLIC, encoding="utf-8")
-    policy = load(tmp_path / "policy.yaml")
-    request = HttpRequest(method, ECHO, path)
-    return decide(request, policy, {issuer.issuer: keyset}.get, time.time())
-
-
 @pytest.mark.parametrize(
     "path",
     [
@@ -912,7 +914,7 @@ def test_paths_other_servers_read_as_another_route(
     tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str
 ) -> None:
     """Case-blind servers and Windows' dropped dots cannot change the route."""
-    decision = _decide_under(tmp_path, issuer, keyset, "GET", path)
+    decision = _decide_under(tmp_path, issuer, keyset, path, policy=_ADMIN_THEN_PUBLIC)
 
     _assert_bad_request(decision, Reason.PATH_INVALID)
 
@@ -925,7 +927,7 @@ def test_paths_read_alike_everywhere_are_judged_as_usual(
     tmp_path: Path, issuer: LocalIssuer, keyset: KeySet, path: str, route: str
 ) -> None:
     """Exact-case paths keep their route: only ambiguity is refused."""
-    decision = _decide_under(tmp_path, issuer, keyset, "GET", path)
+    decision = _decide_under(tmp_path, issuer, keyset, path, policy=_ADMIN_THEN_PUBLIC)
 
     assert decision.route == route
     assert decision.reason in (Reason.TOKEN_MISSING, Reason.PUBLIC_ROUTE)
@@ -935,7 +937,9 @@ def test_head_is_judged_with_get(
     tmp_path: Path, issuer: LocalIssuer, keyset: KeySet
 ) -> None:
     """HEAD runs the GET handler upstream, so a GET route covers it."""
-    decision = _decide_under(tmp_path, issuer, keyset, "HEAD", "/admin")
+    decision = _decide_under(
+        tmp_path, issuer, keyset, "/admin", "HEAD", policy=_ADMIN_THEN_PUBLIC
+    )
 
     _assert_denied(decision, Reason.TOKEN_MISSING)
     assert decision.route == "admin"
