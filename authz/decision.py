@@ -6,6 +6,7 @@ Nothing here does I/O or knows about gRPC; keys come in through
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -133,13 +134,15 @@ def _allow_public(route: Route, policy: Policy) -> Decision:
     return Decision(Reason.PUBLIC_ROUTE, route=route.name, headers_to_remove=removed)
 
 
+@functools.cache
 def _look_alikes(names: tuple[str, ...]) -> tuple[str, ...]:
     """Return every spelling of `names` with `-` and `_` swapped, in any mix.
 
     CGI-style servers read `x_auth-request_user` as `x-auth-request-user`,
     and Envoy in front of this server may pass such names on (Istio's proxy
     does by default), so clients' copies under all of them go. The policy
-    keeps the separators in a name few enough for this to stay short.
+    keeps the separators in a name few enough for this to stay short; the
+    names come from the policy, so each set is spelled out once.
     """
     twins = {twin for name in names for twin in _spellings(name)}
     return tuple(sorted(twins - set(names)))

@@ -109,7 +109,7 @@ class _StandardStream:
     def __init__(self, name: str, capacity: int = 10_000) -> None:
         self._name = name
         self._lines: queue.Queue[str | threading.Event] = queue.Queue(capacity)
-        self._writer = threading.Thread(target=self._drain, name=name, daemon=True)
+        self._writer = threading.Thread(target=self._run, name=name, daemon=True)
         self._writer.start()
         atexit.register(self.drain)
 
@@ -130,7 +130,7 @@ class _StandardStream:
             return False
         return written.wait(timeout)
 
-    def _drain(self) -> None:
+    def _run(self) -> None:
         while True:
             batch = [self._lines.get()]
             if not isinstance(batch[0], threading.Event):

@@ -7,6 +7,7 @@ naming the file, the line and the key.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -326,11 +327,11 @@ class Route(_Strict):
             head_of_get = method == "HEAD" and "GET" in self.methods
             if not head_of_get:
                 return False
-        if fold_case:
-            path = path.lower()
-        return self.paths is None or any(
-            _under(path, p.lower() if fold_case else p) for p in self.paths
-        )
+        if self.paths is None:
+            return True
+        prefixes = _lowered(self.paths) if fold_case else self.paths
+        path = path.lower() if fold_case else path
+        return any(_under(path, prefix) for prefix in prefixes)
 
     def accepts_issuer(self, issuer: str) -> bool:
         """Tell whether tokens of `issuer` may be presented on this route."""
@@ -375,6 +376,12 @@ def _check_route_issuers(route: Route, issuers: list[str], index: int) -> None:
         # default/oidc-test of one cluster is not default/oidc-test of another.
         message = "with several issuers, a protected route lists those it accepts"
         raise _At(message, "routes", index, "name")
+
+
+@functools.cache
+def _lowered(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Return a route's paths lowercased, once per policy rather than per check."""
+    return tuple(path.lower() for path in paths)
 
 
 def _under(path: str, prefix: str) -> bool:

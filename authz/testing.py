@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jose import jwk, jws
+
+from authz.keys import PSS_HASHES
 
 __all__ = ["CLUSTER_ISSUER", "LocalIssuer"]
 
@@ -123,7 +125,7 @@ class LocalIssuer:
         """Sign with RSASSA-PSS, which python-jose cannot do."""
         header = {"alg": self.algorithm, "typ": "JWT", **headers}
         signing_input = f"{_b64json(header)}.{_b64json(claims)}"
-        digest = _PSS_HASHES[self.algorithm]()
+        digest = PSS_HASHES[self.algorithm]()
         key = serialization.load_pem_private_key(self._private_pem, password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
         pss = padding.PSS(
@@ -136,13 +138,6 @@ class LocalIssuer:
     def sign_pss_with_salt(self, claims: dict[str, Any], salt: int) -> str:
         """Sign with PSS and a salt length other than RFC 7518's, for tests."""
         return self._sign_pss(claims, {"kid": self.kid}, salt)
-
-
-_PSS_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "PS256": hashes.SHA256,
-    "PS384": hashes.SHA384,
-    "PS512": hashes.SHA512,
-}
 
 
 def _jose_family(algorithm: str) -> str:

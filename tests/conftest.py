@@ -134,3 +134,16 @@ def logs() -> Iterator[io.StringIO]:
     observability.configure(stream=stream)
     yield stream
     observability.configure()
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.fixture
+def full_disk() -> Iterator[None]:
+    """Make every log write fail, as on a full disk."""
+    observability.configure(stream=_FullDisk())
+    yield
+    observability.configure()

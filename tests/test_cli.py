@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from authz.policy import Policy
 from authz.server import build
 from authz.testing import LocalIssuer
 
-from checkserver import bearer, check_request
+from checkserver import bearer, check_request, free_port
 from conftest import ECHO
 from keyserver import KeyServer
 
@@ -171,11 +170,13 @@ def test_missing_arguments_exit_2() -> None:
     assert _authz("check").returncode == 2
 
 
-def _serve(policy_dir: Path, listen: str) -> subprocess.Popen[str]:
+def _serve(
+    policy_dir: Path, listen: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "authz", "serve"]
     command += ["--config", str(policy_dir / "policy.yaml"), "--listen", listen]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -234,9 +235,7 @@ def test_second_server_on_a_taken_port_is_refused(
     policy_dir: Path, issuer: LocalIssuer
 ) -> None:
     """A second `authz serve` on a port in use exits 2; the first keeps it."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        listen = f"127.0.0.1:{free.getsockname()[1]}"
+    listen = f"127.0.0.1:{free_port()}"
     first = _serve(policy_dir, listen)
     try:
         _check_over(listen, issuer.mint(audience=ECHO))
@@ -339,16 +338,10 @@ def test_reader_gone_keeps_the_decision_exit_code(
 
 def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
     """stdout a pipe nobody reads: checks are still answered, SIGTERM still works."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        listen = f"127.0.0.1:{free.getsockname()[1]}"
-    command = [sys.executable, "-m", "authz", "serve", "--listen", listen]
-    command += ["--config", str(policy_dir / "policy.yaml")]
+    listen = f"127.0.0.1:{free_port()}"
     # Buffered stdout, as in a container: the writer must not hold its lock.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    process = _serve(policy_dir, listen, env)
 
     async def flood() -> int:
         async with grpc.aio.insecure_channel(listen) as channel:
@@ -371,7 +364,7 @@ def test_a_stalled_log_reader_does_not_stall_checks(policy_dir: Path) -> None:
     assert process.returncode == 0
 
 
-def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
+def _wait(process: subprocess.Popen[str], seconds: float) -> bool:
     try:
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,6 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz import observability
 from authz.keys import store as store_module
 from authz.keys.sources import KeySourceError
 from authz.keys.store import KeyStore
@@ -26,7 +23,7 @@ from authz.policy import Policy, load
 from authz.reasons import GrpcCode, Reason
 from authz.testing import LocalIssuer
 
-from checkserver import bearer, check_request, check_stub
+from checkserver import bearer, check_request, check_stub, free_port
 from keyserver import KeyServer
 
 AUDIENCE = "echo-server.echo-server.svc.cluster.local"
@@ -290,9 +287,7 @@ def test_health_turns_serving_when_keys_arrive(
     server.jwks = {"keys": [LocalIssuer(issuer=server.url).public_jwk()]}
     server.mode = "error"
     _policy(tmp_path, server)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "authz", "serve", "--wait-for-keys"]
     command += [
         "--config",
@@ -415,6 +410,7 @@ def test_failed_start_up_fetch_backs_off_before_retrying(
     assert asyncio.run(run()) == 1
 
 
+@pytest.mark.usefixtures("full_disk")
 def test_refresh_goes_on_when_its_log_cannot_be_written(
     tmp_path: Path, server: KeyServer
 ) -> None:
@@ -423,17 +419,9 @@ def test_refresh_goes_on_when_its_log_cannot_be_written(
     server.jwks = {"keys": [old.public_jwk()]}
     keys = KeyStore(_policy(tmp_path, server)).issuers[server.url]
 
-    class FullDisk(io.StringIO):
-        def write(self, text: str) -> int:
-            raise OSError(28, "No space left on device")
-
-    observability.configure(stream=FullDisk())
-    try:
-        asyncio.run(keys.fetch())
-        server.jwks = {"keys": [new.public_jwk()]}
-        asyncio.run(keys.fetch())
-    finally:
-        observability.configure()
+    asyncio.run(keys.fetch())
+    server.jwks = {"keys": [new.public_jwk()]}
+    asyncio.run(keys.fetch())
 
     assert keys.keyset is not None
     assert keys.keyset.kids == {new.kid}

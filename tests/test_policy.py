@@ -76,7 +76,13 @@ def test_bad_policy_names_file_line_and_key(
     tmp_path: Path, edit: tuple[str, str], line: int, message: str
 ) -> None:
     """Each mistake is refused with the file, its line and what is wrong."""
-    old, new = edit
+    _assert_refused(tmp_path, *edit, line, message)
+
+
+def _assert_refused(
+    tmp_path: Path, old: str, new: str, line: int, message: str
+) -> None:
+    """Edit the test policy; its load must fail on `line` with `message`."""
     assert old in POLICY
     path = _write(tmp_path, POLICY.replace(old, new, 1))
 
@@ -163,13 +169,7 @@ def test_entries_no_request_could_match_are_refused(
     tmp_path: Path, old: str, new: str, line: int, message: str
 ) -> None:
     """URLs httpx cannot fetch and hosts or paths in a form never matched."""
-    path = _write(tmp_path, POLICY.replace(old, new, 1))
-
-    with pytest.raises(PolicyError) as error:
-        load(path)
-
-    assert str(error.value).startswith(f"{path}:{line}: ")
-    assert message in str(error.value)
+    _assert_refused(tmp_path, old, new, line, message)
 
 
 def test_one_refused_item_is_one_problem(tmp_path: Path) -> None:

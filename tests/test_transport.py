@@ -11,7 +11,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz import observability
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import (
     external_auth_pb2,
@@ -208,23 +207,15 @@ def test_bytes_that_are_not_a_check_request_are_denied(
     assert (line["event"], line["reason"]) == ("decision", "request_invalid")
 
 
-class _FullDisk(io.StringIO):
-    def write(self, text: str) -> int:
-        raise OSError(28, "No space left on device")
-
-
+@pytest.mark.usefixtures("full_disk")
 def test_a_log_that_cannot_be_written_fails_nothing(
     policy: Policy, issuer: LocalIssuer
 ) -> None:
     """With every log write failing, checks are still answered."""
-    observability.configure(stream=_FullDisk())
-    try:
-        token = issuer.mint(service_account="oidc-test", audience=ECHO)
-        allowed, denied = _call(
-            policy, _request({"authorization": f"Bearer {token}"}), _request()
-        )
-    finally:
-        observability.configure()
+    token = issuer.mint(service_account="oidc-test", audience=ECHO)
+    allowed, denied = _call(
+        policy, _request({"authorization": f"Bearer {token}"}), _request()
+    )
 
     assert allowed.status.code == GrpcCode.OK
     assert denied.denied_response.status.code == 401

@@ -1,5 +1,5 @@
 """Where an issuer's signing keys come from, and how they are held."""
 
-from authz.keys.keyset import ALGORITHMS, KeySet, KeySetError
+from authz.keys.keyset import ALGORITHMS, PSS_HASHES, KeySet, KeySetError
 
-__all__ = ["ALGORITHMS", "KeySet", "KeySetError"]
+__all__ = ["ALGORITHMS", "PSS_HASHES", "KeySet", "KeySetError"]

@@ -23,7 +23,7 @@ from jose import jwk, jws
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
-__all__ = ["ALGORITHMS", "KeySet", "KeySetError", "Verifier"]
+__all__ = ["ALGORITHMS", "PSS_HASHES", "KeySet", "KeySetError", "Verifier"]
 
 _LOG = structlog.get_logger(__name__)
 
@@ -71,7 +71,7 @@ class _JoseVerifier:
         return True
 
 
-_PSS_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+PSS_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "PS256": hashes.SHA256,
     "PS384": hashes.SHA384,
     "PS512": hashes.SHA512,
@@ -87,7 +87,7 @@ class _PssVerifier:
 
     def verify(self, compact: str) -> bool:
         signing_input, _, signature = compact.rpartition(".")
-        digest = _PSS_HASHES[self.algorithm]()
+        digest = PSS_HASHES[self.algorithm]()
         pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
         try:
             raw = _b64decode(signature)
@@ -99,62 +99,55 @@ class _PssVerifier:
 
 @dataclass(frozen=True)
 class KeySet:
-    """Public keys by `kid`, with verifiers built once per algorithm."""
+    """Public keys by `kid`, each prepared at load for every algorithm it fits."""
 
-    keys: Mapping[str, tuple[Mapping[str, Any], ...]]
-    _verifiers: dict[tuple[str, str], Verifier] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    verifiers: Mapping[str, Mapping[str, Verifier]] = field(repr=False)
 
     @classmethod
     def from_jwks(cls, document: object) -> KeySet:
         """Build a key set from a parsed JWKS document.
 
-        Keys without a `kid`, private keys, keys for encryption and keys of
-        unsupported types are skipped with a warning; a document with no
-        usable key at all is an error.
+        Keys without a `kid`, private keys, keys for encryption, keys of
+        unsupported types and keys whose material cannot be read are
+        skipped with a warning; a document with no usable key at all is an
+        error.
         """
         if not isinstance(document, Mapping) or not isinstance(
             document.get("keys"), list
         ):
             raise KeySetError("a JWKS document is an object with a 'keys' list")
 
-        keys: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        verifiers: dict[str, dict[str, Verifier]] = {}
         for entry in document["keys"]:
-            problem = _unusable(entry)
+            prepared, problem = _prepared(entry)
             if problem:
                 _LOG.warning("jwks_key_skipped", problem=problem)
                 continue
-            if entry["kid"] in keys:
+            by_algorithm = verifiers.setdefault(entry["kid"], {})
+            if by_algorithm:
                 # Allowed for keys of other types (RFC 7517, 4.5): each is tried.
                 _LOG.warning("jwks_kid_repeated", kid=entry["kid"])
-            keys[entry["kid"]] = (*keys.get(entry["kid"], ()), dict(entry))
-        if not keys:
+            for algorithm, verifier in prepared.items():
+                earlier = by_algorithm.get(algorithm)
+                by_algorithm[algorithm] = (
+                    verifier if earlier is None else _AnyOf((earlier, verifier))
+                )
+        if not verifiers:
             raise KeySetError("the JWKS document has no usable signing key")
-        return cls(keys=keys)
+        return cls(verifiers=verifiers)
 
     @property
     def kids(self) -> frozenset[str]:
         """Return the key ids in this set."""
-        return frozenset(self.keys)
+        return frozenset(self.verifiers)
 
     def has(self, kid: str) -> bool:
         """Tell whether a key with this id is in the set."""
-        return kid in self.keys
+        return kid in self.verifiers
 
     def verifier(self, kid: str, algorithm: str) -> Verifier | None:
         """Return the key `kid` prepared for `algorithm`, or None if unfit."""
-        cached = self._verifiers.get((kid, algorithm))
-        if cached is not None:
-            return cached
-
-        fitting = [e for e in self.keys.get(kid, ()) if _fits(e, algorithm)]
-        prepared = [v for e in fitting if (v := _prepare(e, algorithm)) is not None]
-        if not prepared:
-            return None
-        verifier = prepared[0] if len(prepared) == 1 else _AnyOf(tuple(prepared))
-        self._verifiers[(kid, algorithm)] = verifier
-        return verifier
+        return self.verifiers.get(kid, {}).get(algorithm)
 
 
 @dataclass(frozen=True)
@@ -167,9 +160,24 @@ class _AnyOf:
         return any(v.verify(compact) for v in self.verifiers)
 
 
+def _prepared(entry: object) -> tuple[dict[str, Verifier], str | None]:
+    """Return the key prepared for each algorithm it fits, or why it cannot be."""
+    problem = _unusable(entry)
+    if problem is not None or not isinstance(entry, Mapping):
+        return {}, problem
+    fitting = [alg for alg in ALGORITHMS if _fits(entry, alg)]
+    if not fitting:
+        return {}, "no supported algorithm fits the key's kty, crv and alg"
+    prepared = {alg: _prepare(entry, alg) for alg in fitting}
+    ready = {alg: v for alg, v in prepared.items() if v is not None}
+    if len(ready) < len(prepared):
+        return {}, "key material is not a valid public key"
+    return ready, None
+
+
 def _prepare(entry: Mapping[str, Any], algorithm: str) -> Verifier | None:
     """Build the verifier of a fitting key, or None if the key is unreadable."""
-    if algorithm in _PSS_HASHES:
+    if algorithm in PSS_HASHES:
         modulus, exponent = _b64int(entry.get("n")), _b64int(entry.get("e"))
         if not modulus or not exponent:
             return None
@@ -197,11 +205,6 @@ def _unusable(entry: object) -> str | None:
         return "key is not for signatures"
     if entry["kty"] == "RSA" and _modulus_bits(entry.get("n")) < _MIN_RSA_BITS:
         return f"RSA key is shorter than {_MIN_RSA_BITS} bits"
-    fitting = [alg for alg in ALGORITHMS if _fits(entry, alg)]
-    if not fitting:
-        return "no supported algorithm fits the key's kty, crv and alg"
-    if any(_prepare(entry, alg) is None for alg in fitting):
-        return "key material is not a valid public key"
     return None
 
 

@@ -38,33 +38,30 @@ async def read_keys(issuer: IssuerConfig) -> KeySet:
     limit = issuer.fetch_timeout_seconds
     try:
         async with asyncio.timeout(limit), _client(issuer) as client:
-            credentials = _credentials(issuer)
-            if issuer.jwks_uri is not None:
-                fetch = _Fetch(client, issuer.jwks_uri, credentials)
-                uri = issuer.jwks_uri
-            else:
-                fetch = _Fetch(client, issuer.discovery_document_url, credentials)
-                uri = await _discover(fetch, issuer)
-                if issuer.in_cluster and issuer.discovery_url is None:
-                    # The API server serves its keys here to every service
-                    # account, whatever address the document advertises.
-                    uri = f"{policy.IN_CLUSTER_API}/openid/v1/jwks"
+            trusted = issuer.jwks_uri or issuer.discovery_document_url
+            fetch = _Fetch(client, trusted, _credentials(issuer))
+            uri = issuer.jwks_uri or await _discover(fetch, issuer)
             return _keyset(await fetch.get(uri), _shown(uri))
     except TimeoutError:
         raise KeySourceError(f"no answer within {limit:g} s") from None
 
 
 async def _discover(fetch: _Fetch, issuer: IssuerConfig) -> str:
-    """Return the jwks_uri the issuer's discovery document advertises."""
+    """Return where the issuer's keys are, after checking its discovery document."""
     url = issuer.discovery_document_url
     document = _json(await fetch.get(url), _shown(url))
     if document.get("issuer") != issuer.issuer:
         raise KeySourceError(f"{_shown(url)}: the document names another issuer")
     jwks_uri = document.get("jwks_uri")
     try:
-        return check_https_url(jwks_uri)
+        check_https_url(jwks_uri)
     except ValueError as error:
         raise KeySourceError(f"{_shown(url)}: jwks_uri: {error}") from None
+    if issuer.in_cluster and issuer.discovery_url is None:
+        # The API server serves its keys here to every service account,
+        # whatever address the document advertises.
+        return f"{policy.IN_CLUSTER_API}/openid/v1/jwks"
+    return str(jwks_uri)
 
 
 def _client(issuer: IssuerConfig) -> httpx.AsyncClient:
