@@ -425,3 +425,35 @@ def test_refresh_goes_on_when_its_log_cannot_be_written(
 
     assert keys.keyset is not None
     assert keys.keyset.kids == {new.kid}
+
+
+def test_refetch_joins_a_fetch_that_ends_as_it_waits(
+    tmp_path: Path, server: KeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that found a fetch under way joins it, even if it ends at once.
+
+    The cooldown once broke here: the check decided to join, but started its
+    own fetch a loop step later, after the one it meant to join had ended.
+    """
+    server.jwks = {"keys": [LocalIssuer(issuer=server.url).public_jwk()]}
+    keys = KeyStore(_policy(tmp_path, server)).issuers[server.url]
+    real = store_module.read_keys
+    loaded: list[Any] = []
+
+    async def instant(config: Any) -> Any:
+        if not loaded:
+            loaded.append(await real(config))
+        return loaded[0]  # later fetches end in their first step
+
+    monkeypatch.setattr(store_module, "read_keys", instant)
+
+    async def run() -> bool:
+        await keys.fetch()
+        refresh = asyncio.create_task(keys.fetch())
+        await asyncio.sleep(0)  # the refresh's fetch is started, not yet run
+        known = await keys.refetch_for("unknown-kid", 1.0)
+        await refresh
+        return known
+
+    assert not asyncio.run(run())
+    assert keys.fetches == 2  # start-up and the refresh, no third

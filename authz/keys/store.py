@@ -52,12 +52,16 @@ class IssuerKeys:
 
     async def fetch(self) -> None:
         """Load the keys now, joining a fetch already under way."""
+        await asyncio.shield(self._join_or_start())
+
+    def _join_or_start(self) -> asyncio.Task[None]:
+        """Return the fetch under way, or start one; never awaits in between."""
         if self._inflight is None or self._inflight.done():
             self._last_started = self._clock()
             self._inflight = asyncio.create_task(self._load())
             # A fetch whose waiters gave up still ends with its error read.
             self._inflight.add_done_callback(_consume_error)
-        await asyncio.shield(self._inflight)
+        return self._inflight
 
     async def refetch_for(self, kid: str, wait_seconds: float) -> bool:
         """Fetch again for an unknown `kid`, if the cooldown allows.
@@ -73,8 +77,11 @@ class IssuerKeys:
         )
         if not (busy or cooled):
             return False
+        # Joined now, not when wait_for first runs it: by then the fetch seen
+        # busy may have ended, and a new one would break the cooldown.
+        task = self._join_or_start()
         try:
-            await asyncio.wait_for(self.fetch(), timeout=max(wait_seconds, 0.0))
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(wait_seconds, 0.0))
         except (TimeoutError, KeySourceError):
             return False
         return self.keyset is not None and self.keyset.has(kid)
